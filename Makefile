@@ -1,0 +1,36 @@
+# securechat: `make run` starts a daemon on 127.0.0.1, `make test` runs the suite.
+# Both create .venv on first use; nothing but python3 is needed.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SOURCES := setup.cfg pyproject.toml $(shell find securechat twisted -name '*.py' 2>/dev/null)
+
+DATA_DIR ?= var
+PORT ?= 7470
+TESTS ?= tests
+
+.PHONY: run test venv clean
+
+# The project is installed (not editable): the default editable install hides
+# our twistd plugin. Any source change re-installs it. The plugin cache is
+# rebuilt by the installing user so a read-only venv never tries to write it.
+$(STAMP): $(SOURCES)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet '.[test]'
+	$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+	@touch $@
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	@echo "securechat: serving TLS on 127.0.0.1:$(PORT), data in $(DATA_DIR)/ -- Ctrl+C stops it"
+	$(VENV)/bin/twistd --nodaemon --pidfile= securechat --data-dir $(DATA_DIR) --port $(PORT)
+
+test: $(STAMP)
+	$(PY) -m twisted.trial $(TESTS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info _trial_temp twisted/plugins/dropin.cache

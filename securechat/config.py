@@ -1,0 +1,163 @@
+"""Server settings: one table that drives the TOML file, the command line,
+the defaults and the validation, so the three can never disagree.
+
+Precedence: built-in default < config file < command line. A setting that is
+unknown, of the wrong type or out of range is refused with a message that
+names it, before anything starts.
+"""
+
+import os
+import socket
+import tomllib
+from dataclasses import dataclass
+
+from securechat.constants import DATA_DIR_MODE
+
+DEFAULT_PORT = 7470
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the operator: key and what to fix."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its TOML place (``section.key``), type, default and help."""
+
+    key: str
+    flag: str
+    kind: type
+    default: object
+    help: str
+    minimum: int | None = None
+    maximum: int | None = None
+
+    @property
+    def attribute(self) -> str:
+        """The L{ServerSettings} field: the flag in snake_case."""
+        return self.flag.replace("-", "_")
+
+    def check(self, value, where: str):
+        if self.kind is int and isinstance(value, bool) or not isinstance(value, self.kind):
+            raise ConfigError(
+                f"{where}: {self.key} must be {_KIND_NAMES[self.kind]}, got {value!r}"
+            )
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigError(f"{where}: {self.key} must be at least {self.minimum}, got {value}")
+        if self.maximum is not None and value > self.maximum:
+            raise ConfigError(f"{where}: {self.key} must be at most {self.maximum}, got {value}")
+        return value
+
+    def parse_flag(self, text: str):
+        """Convert a command-line string to this setting's type, then check it."""
+        if self.kind is int:
+            try:
+                value = int(text)
+            except ValueError:
+                raise ConfigError(f"--{self.flag} must be an integer, got {text!r}") from None
+        else:
+            value = text
+        return self.check(value, f"--{self.flag}")
+
+
+_KIND_NAMES = {int: "an integer", str: "a string", bool: "true or false"}
+
+SETTINGS = (
+    Setting(
+        "listen.interface", "interface", str, "127.0.0.1",
+        "Address to listen on; 0.0.0.0 or :: for every interface.",
+    ),
+    Setting(
+        "listen.port", "port", int, DEFAULT_PORT,
+        "TCP port for TLS connections (0: any free port).", 0, 65535,
+    ),
+    Setting(
+        "server.name", "server-name", str, "",
+        "Name clients bind their login signature to (default: this host's name).",
+    ),
+    Setting(
+        "storage.data_dir", "data-dir", str, "var",
+        "Directory for the database and generated TLS material; created mode 0700.",
+    ),
+    Setting(
+        "tls.cert", "tls-cert", str, "",
+        "PEM certificate (chain) file; default: a self-signed one made in the data dir.",
+    ),
+    Setting(
+        "tls.key", "tls-key", str, "",
+        "PEM private key file for --tls-cert; the two go together.",
+    ),
+)
+
+_BY_KEY = {s.key: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The validated settings the daemon runs with."""
+
+    interface: str
+    port: int
+    server_name: str
+    data_dir: str
+    tls_cert: str
+    tls_key: str
+
+    @property
+    def public_name(self) -> str:
+        """The name announced in the greeting and bound into logins."""
+        return self.server_name or socket.gethostname()
+
+
+def read_config_file(path: str) -> dict:
+    """Read a TOML file into ``{"section.key": value}``, refusing unknown keys."""
+    try:
+        with open(path, "rb") as f:
+            document = tomllib.load(f)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    values = {}
+    for section, table in document.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {section} must be a [section], not a top-level key")
+        for name, value in table.items():
+            key = f"{section}.{name}"
+            setting = _BY_KEY.get(key)
+            if setting is None:
+                raise ConfigError(f"{path}: unknown setting {key}")
+            values[key] = setting.check(value, path)
+    return values
+
+
+def build_settings(config_file: str | None, flags: dict[str, str | None]) -> ServerSettings:
+    """Merge defaults, the config file and command-line C{flags} (by flag name)."""
+    values = {s.key: s.default for s in SETTINGS}
+    if config_file:
+        values.update(read_config_file(config_file))
+    for setting in SETTINGS:
+        text = flags.get(setting.flag)
+        if text is not None:
+            values[setting.key] = setting.parse_flag(text)
+    if bool(values["tls.cert"]) != bool(values["tls.key"]):
+        raise ConfigError("tls.cert and tls.key go together: set both, or neither")
+    return ServerSettings(**{_BY_KEY[k].attribute: v for k, v in values.items()})
+
+
+def prepare_data_dir(path: str) -> str:
+    """Create the data dir (owner-only) if needed and refuse one others can read."""
+    try:
+        os.makedirs(path, mode=DATA_DIR_MODE, exist_ok=True)
+        mode = os.stat(path).st_mode & 0o777
+    except OSError as error:
+        raise ConfigError(f"data dir {path}: {error.strerror}") from None
+    if mode & 0o077:
+        try:
+            os.chmod(path, DATA_DIR_MODE)
+        except OSError as error:
+            raise ConfigError(
+                f"data dir {path} is readable by others (mode {mode:o}) "
+                f"and cannot be fixed: {error.strerror}"
+            ) from None
+    return os.path.abspath(path)

@@ -1,0 +1,1 @@
+"""Pure cryptography for securechat: no sockets, no files, no clocks read."""

@@ -1,0 +1,135 @@
+# -*- test-case-name: tests.test_lineprotocol -*-
+"""The one line-based protocol class that the server and the client extend.
+
+It owns framing and the error discipline: every line is parsed with the pure
+codec, checked against the peer's verb table and dispatched to a
+``handle_<verb>`` method. Any L{WireError} raised on the way, or later by a
+handler's Deferred, becomes an ``ERROR`` reply here and nowhere else, and the
+connection stays usable. Only an over-long line closes it, after its error.
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
+
+from securechat.constants import CLOSE_GRACE_SECONDS, MAX_LINE_UNAUTHENTICATED
+from securechat.wire import (
+    NO_REQUEST_ID,
+    Code,
+    Verb,
+    WireError,
+    b64encode,
+    encode_frame,
+    parse_line,
+)
+
+
+class LineProtocol(LineOnlyReceiver):
+    """Frames, dispatch and error replies over any stream transport.
+
+    @ivar peer_verbs: the verbs the peer may send, by name.
+    @ivar clock: an L{IReactorTime}; the reactor unless a test gives a Clock.
+    @ivar max_line_length: the longest line accepted from the peer, without
+        its LF; raised once the peer has authenticated.
+    """
+
+    delimiter = b"\n"
+    peer_verbs: dict[str, Verb] = {}
+    log = Logger()
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.max_line_length = MAX_LINE_UNAUTHENTICATED
+        self.last_heard = clock.seconds()
+        self._closing = False
+        self._abort_call = None
+
+    @property
+    def MAX_LENGTH(self) -> int:  # noqa: N802 -- LineOnlyReceiver's name
+        return self.max_line_length
+
+    # -- receiving -----------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._closing:
+            super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        self.last_heard = self.clock.seconds()
+        request_id = NO_REQUEST_ID
+        try:
+            frame = parse_line(line)
+            request_id = frame.request_id
+            verb = self.peer_verbs.get(frame.verb)
+            if verb is None:
+                raise WireError(
+                    Code.UNKNOWN_COMMAND, f"unknown command {frame.verb}", request_id
+                )
+            result = getattr(self, "handle_" + frame.verb.lower())(
+                request_id, **verb.bind(frame)
+            )
+        except WireError as error:
+            self.peer_sent_bad_line(error)
+        except Exception:
+            self._internal_error(request_id)
+        else:
+            if isinstance(result, defer.Deferred):
+                result.addErrback(self._handler_failed, request_id)
+
+    def _handler_failed(self, failure, request_id: str) -> None:
+        if failure.check(WireError):
+            self.peer_sent_bad_line(failure.value.with_request_id(request_id))
+        else:
+            self._internal_error(request_id, failure)
+
+    def _internal_error(self, request_id: str, failure=None) -> None:
+        self.log.failure("handling request {request_id}", failure, request_id=request_id)
+        self.send_error(WireError(Code.INTERNAL, "internal error; try again", request_id))
+
+    def peer_sent_bad_line(self, error: WireError) -> None:
+        """Answer a line we could not accept; the server's behaviour by default."""
+        self.send_error(error)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.send_error(
+            WireError(
+                Code.TOO_LONG,
+                f"line longer than {self.max_line_length} bytes; closing",
+            )
+        )
+        self._buffer = b""
+        self.close_connection()
+
+    # -- sending -------------------------------------------------------------
+
+    def send_frame(self, verb: str, request_id: str, *args: str) -> None:
+        """Write one line; silently dropped once we have decided to close."""
+        if not self._closing:
+            self.sendLine(encode_frame(verb, request_id, *args))
+
+    def send_error(self, error: WireError) -> None:
+        self.send_frame("ERROR", error.request_id, error.code, error.text)
+
+    # -- liveness ------------------------------------------------------------
+
+    def handle_ping(self, request_id: str, payload: bytes | None) -> None:
+        self.send_frame("PONG", request_id, *([b64encode(payload)] if payload else []))
+
+    def handle_pong(self, request_id: str, payload: bytes | None) -> None:
+        """Nothing to do: receiving any line already refreshed L{last_heard}."""
+
+    # -- closing -------------------------------------------------------------
+
+    def close_connection(self) -> None:
+        """Flush what we wrote, then close; abort a peer that will not read it."""
+        if self._closing:
+            return
+        self._closing = True
+        self.transport.loseConnection()
+        self._abort_call = self.clock.callLater(CLOSE_GRACE_SECONDS, self.transport.abortConnection)
+
+    def connectionLost(self, reason) -> None:
+        self._closing = True
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        self._abort_call = None

@@ -1,0 +1,1 @@
+"""The daemon: protocol, TLS, and (as they land) rooms, accounts and storage."""

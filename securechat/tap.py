@@ -1,0 +1,63 @@
+# -*- test-case-name: tests.test_tap -*-
+"""``twistd securechat``: command-line options and the service tree.
+
+Composition only: every piece is built elsewhere and plugged together here.
+"""
+
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.python import usage
+
+from securechat.config import SETTINGS, ConfigError, build_settings, prepare_data_dir
+from securechat.server.protocol import ServerFactory
+from securechat.server.signals import ReloadOnHangup
+from securechat.server.tls import (
+    ReloadableServerTLS,
+    TLSMaterialError,
+    TLSServerService,
+    ensure_self_signed,
+)
+
+
+class Options(usage.Options):
+    synopsis = "[--config FILE] [options]"
+    longdesc = (
+        "Run the securechat daemon: an end-to-end encrypted chat server that "
+        "relays and stores only ciphertext, over TLS. Settings come from the "
+        "built-in defaults, then --config, then these options."
+    )
+    optParameters = [
+        ["config", "c", None, "TOML config file (see conf/securechat.toml); options below override it."],
+    ] + [
+        [s.flag, None, None, s.help + (f" [default: {s.default}]" if s.default != "" else "")]
+        for s in SETTINGS
+    ]
+
+    def postOptions(self) -> None:  # noqa: N802
+        try:
+            self["settings"] = build_settings(
+                self["config"], {s.flag: self[s.flag] for s in SETTINGS}
+            )
+        except ConfigError as error:
+            raise usage.UsageError(str(error)) from None
+
+
+def makeService(config, reactor=None) -> MultiService:  # noqa: N802
+    if reactor is None:
+        from twisted.internet import reactor
+    settings = config["settings"]
+    try:
+        data_dir = prepare_data_dir(settings.data_dir)
+        cert, key = settings.tls_cert, settings.tls_key
+        if not cert:
+            cert, key = ensure_self_signed(data_dir, (settings.server_name,))
+        tls = ReloadableServerTLS(cert, key)
+    except (ConfigError, TLSMaterialError, OSError) as error:
+        raise SystemExit(f"securechat: {error}") from None
+
+    root = MultiService()
+    endpoint = TCP4ServerEndpoint(reactor, settings.port, interface=settings.interface)
+    factory = ServerFactory(settings.public_name, reactor)
+    TLSServerService(endpoint, factory, tls).setServiceParent(root)
+    ReloadOnHangup(reactor, [tls.reload]).setServiceParent(root)
+    return root

@@ -1,0 +1,40 @@
+"""Tests for securechat.server.signals."""
+
+import signal
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from securechat.server.signals import ReloadOnHangup
+
+
+class ImmediateReactor:
+    """Runs callFromThread work at once, as the reactor would on its next turn."""
+
+    def callFromThread(self, f, *args):  # noqa: N802
+        f(*args)
+
+
+class ReloadOnHangupTests(SynchronousTestCase):
+    def test_sighup_runs_reloaders_in_order(self):
+        """SIGHUP runs every reloader, even after one of them fails."""
+        calls = []
+
+        def broken():
+            calls.append("broken")
+            raise OSError("disk gone")
+
+        service = ReloadOnHangup(ImmediateReactor(), [broken, lambda: calls.append("tls")])
+        service.startService()
+        self.addCleanup(service.stopService)
+        signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)
+        self.assertEqual(calls, ["broken", "tls"])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_handler_restored_on_stop(self):
+        """Stopping the service puts back the previous SIGHUP handler."""
+        previous = signal.getsignal(signal.SIGHUP)
+        service = ReloadOnHangup(ImmediateReactor(), [])
+        service.startService()
+        self.assertNotEqual(signal.getsignal(signal.SIGHUP), previous)
+        service.stopService()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), previous)

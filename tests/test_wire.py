@@ -1,0 +1,183 @@
+"""Tests for securechat.wire: the pure line codec and verb grammar."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from securechat.wire import (
+    CLIENT_VERBS,
+    Code,
+    Frame,
+    Param,
+    Verb,
+    WireError,
+    b64decode,
+    b64encode,
+    encode_frame,
+    parse_line,
+)
+
+tokens = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=20)
+texts = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs")), max_size=40
+)
+request_ids = st.from_regex(r"\A[A-Za-z0-9._-]{1,32}\Z")
+
+
+class ParseLineTests(SynchronousTestCase):
+    def assertWireError(self, line, code, request_id="*"):
+        with self.assertRaises(WireError) as caught:
+            parse_line(line)
+        self.assertEqual((caught.exception.code, caught.exception.request_id), (code, request_id))
+
+    def test_simple_request(self):
+        """A verb and a request id parse with no arguments."""
+        self.assertEqual(parse_line(b"PING 42"), Frame("PING", "42", ()))
+
+    def test_trailing_argument(self):
+        """A ':' argument runs to the end of the line, spaces and Unicode included."""
+        self.assertEqual(
+            parse_line("TOPIC 1 #lab :caf\u00e9 at 10: bring mugs".encode()),
+            Frame("TOPIC", "1", ("#lab", "caf\u00e9 at 10: bring mugs")),
+        )
+
+    def test_crlf_accepted(self):
+        """A CR before the LF is dropped, so CRLF clients work."""
+        self.assertEqual(parse_line(b"PING 1\r"), Frame("PING", "1", ()))
+
+    def test_invalid_utf8(self):
+        """Invalid UTF-8 is BAD_ENCODING, answered under the line's request id."""
+        self.assertWireError(b"TOPIC 7 #a :\xff\xfe", Code.BAD_ENCODING, "7")
+
+    def test_nul_byte(self):
+        """A NUL byte anywhere is BAD_SYNTAX."""
+        self.assertWireError(b"PING 7 a\x00b", Code.BAD_SYNTAX, "7")
+
+    def test_control_characters(self):
+        """C0 controls, DEL, C1 controls and a lone CR are refused, even in text."""
+        for line in [b"X 1 :a\x1bb", b"X 1 :a\x7f", "X 1 :a\u009bb".encode(), b"X 1 a\rb"]:
+            self.assertWireError(line, Code.BAD_SYNTAX, "1")
+
+    def test_empty_line(self):
+        """An empty line is an error, not silently ignored."""
+        self.assertWireError(b"", Code.BAD_SYNTAX)
+        self.assertWireError(b"\r", Code.BAD_SYNTAX)
+
+    def test_bad_verbs_and_ids(self):
+        """Lower-case verbs, missing or malformed ids and stray spaces are BAD_SYNTAX."""
+        self.assertWireError(b"ping 1", Code.BAD_SYNTAX, "1")
+        self.assertWireError(b"PING", Code.BAD_SYNTAX)
+        self.assertWireError(b"PING  1", Code.BAD_SYNTAX)
+        self.assertWireError(b"PING a/b", Code.BAD_SYNTAX)
+        self.assertWireError(b"PING " + b"x" * 33, Code.BAD_SYNTAX)
+        self.assertWireError(b"PING 1 ", Code.BAD_SYNTAX, "1")
+        self.assertWireError(b"PING 1 a  b", Code.BAD_SYNTAX, "1")
+        self.assertWireError(b"PING 1 a ", Code.BAD_SYNTAX, "1")
+
+    def test_non_ascii_token(self):
+        """Non-ASCII text is only allowed in the ':' argument."""
+        self.assertWireError("PING 1 caf\u00e9".encode(), Code.BAD_SYNTAX, "1")
+
+    @given(st.binary(max_size=300))
+    def test_arbitrary_bytes(self, line):
+        """Any bytes either parse or raise WireError: nothing else escapes."""
+        try:
+            frame = parse_line(line)
+        except WireError as error:
+            self.assertIn(error.code, set(Code))
+        else:
+            self.assertIsInstance(frame, Frame)
+
+
+class EncodeFrameTests(SynchronousTestCase):
+    def test_trailing_when_needed(self):
+        """Only a last argument that needs it gets the ':' form."""
+        self.assertEqual(encode_frame("OK", "1", "a", "b"), b"OK 1 a b")
+        self.assertEqual(encode_frame("OK", "1", "a b"), b"OK 1 :a b")
+        self.assertEqual(encode_frame("OK", "1", ""), b"OK 1 :")
+        self.assertEqual(encode_frame("OK", "1", ":x"), b"OK 1 ::x")
+
+    def test_refuses_unparseable(self):
+        """A frame that would not parse back is a ValueError for the caller."""
+        for verb, rid, args in [
+            ("ok", "1", ()),
+            ("OK", "a b", ()),
+            ("OK", "1", ("a b", "c")),
+            ("OK", "1", ("bell\x07",)),
+        ]:
+            self.assertRaises(ValueError, encode_frame, verb, rid, *args)
+
+    @given(
+        st.from_regex(r"\A[A-Z][A-Z0-9_]{0,15}\Z"),
+        request_ids,
+        st.lists(tokens.filter(lambda t: not t.startswith(":")), max_size=5),
+        st.one_of(st.none(), texts),
+    )
+    def test_round_trip(self, verb, request_id, args, trailing):
+        """parse_line(encode_frame(...)) gives back exactly the same frame."""
+        args = tuple(args) + (() if trailing is None else (trailing,))
+        line = encode_frame(verb, request_id, *args)
+        self.assertEqual(parse_line(line), Frame(verb, request_id, args))
+
+
+class Base64Tests(SynchronousTestCase):
+    @given(st.binary(max_size=200))
+    def test_round_trip(self, data):
+        """Binary fields survive base64url, with or without padding."""
+        encoded = b64encode(data)
+        self.assertNotIn("=", encoded)
+        self.assertEqual(b64decode(encoded), data)
+        self.assertEqual(b64decode(encoded + "=" * (-len(encoded) % 4)), data)
+
+    def test_rejects_other_alphabets(self):
+        """Standard base64's + and /, stray characters and impossible lengths are refused."""
+        for text in ["ab+c", "ab/c", "a", "ab=c", "a b", "abc==="]:
+            self.assertRaises(ValueError, b64decode, text)
+
+
+class VerbTests(SynchronousTestCase):
+    verb = Verb(
+        "SEND",
+        (Param("room"), Param("seq", "int"), Param("token", "b64", 16), Param("note", "text", 10, optional=True)),
+    )
+
+    def bind(self, line):
+        return self.verb.bind(parse_line(line))
+
+    def test_typed_arguments(self):
+        """Arguments come back converted: ints as int, base64 as bytes, missing optionals as None."""
+        self.assertEqual(
+            self.bind(b"SEND 3 #lab 12 aGk"),
+            {"room": "#lab", "seq": 12, "token": b"hi", "note": None},
+        )
+
+    def test_wrong_count(self):
+        """Too few or too many arguments is BAD_ARGUMENTS, with the usage."""
+        for line in [b"SEND 3 #lab 12", b"SEND 3 #lab 12 aGk x y"]:
+            with self.assertRaises(WireError) as caught:
+                self.bind(line)
+            self.assertEqual(caught.exception.code, Code.BAD_ARGUMENTS)
+            self.assertEqual(caught.exception.request_id, "3")
+            self.assertIn("SEND <id> <room> <seq> <token> [note]", caught.exception.text)
+
+    def test_bad_values(self):
+        """Bad integers, bad base64 and over-long values each get their code."""
+        cases = [
+            (b"SEND 3 #lab -1 aGk", Code.BAD_ARGUMENTS),
+            (b"SEND 3 #lab 007 aGk", Code.BAD_ARGUMENTS),
+            (b"SEND 3 #lab 99999999999999999999 aGk", Code.BAD_ARGUMENTS),
+            (b"SEND 3 #lab 1 a!k", Code.BAD_BASE64),
+            (b"SEND 3 #lab 1 " + b"QUFB" * 10, Code.BAD_ARGUMENTS),
+            (b"SEND 3 #lab 1 aGk :far too long", Code.BAD_ARGUMENTS),
+        ]
+        for line, code in cases:
+            with self.assertRaises(WireError) as caught:
+                self.bind(line)
+            self.assertEqual((caught.exception.code, caught.exception.request_id), (code, "3"))
+
+    def test_ping_payload_is_bounded(self):
+        """PING's optional payload is base64 and at most 64 bytes."""
+        ping = CLIENT_VERBS["PING"]
+        self.assertEqual(ping.bind(parse_line(b"PING 1")), {"payload": None})
+        with self.assertRaises(WireError):
+            ping.bind(parse_line(b"PING 1 " + b64encode(b"x" * 65).encode()))
