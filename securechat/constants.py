@@ -61,3 +61,67 @@ DATA_DIR_MODE = 0o700
 
 # Private keys and databases: owner read/write only.
 PRIVATE_FILE_MODE = 0o600
+
+# --- identities and end-to-end encryption ------------------------------------
+
+# RSA-3072 gives 128-bit security, matching Fernet's AES-128; pyca's floor is
+# 2048, which is below that.
+RSA_BITS = 3072
+
+# The public exponent every RSA implementation expects; small exponents are
+# only unsafe with broken padding, and we use PSS and OAEP.
+RSA_PUBLIC_EXPONENT = 65537
+
+# Signatures: RSA-PSS with SHA-256 and MGF1-SHA256, salt at maximum length as
+# pyca recommends; the message-level authenticity that Fernet's shared key
+# cannot provide.
+SIGNATURE_HASH = "SHA256"
+
+# Key wrapping: RSA-OAEP with SHA-256; the label binds each wrap to its room,
+# epoch and recipient.
+OAEP_HASH = "SHA256"
+
+# Login nonces: 32 random bytes, so a login signature is never valid twice.
+AUTH_NONCE_BYTES = 32
+
+# RFC 5705 exporter output bound into each login signature: a signature made
+# inside one TLS session is useless inside another.
+TLS_EXPORTER_LABEL = b"EXPORTER-securechat-login"
+TLS_EXPORTER_BYTES = 32
+
+# Message ids: 16 random bytes, unique without coordination.
+MESSAGE_ID_BYTES = 16
+
+# Plaintext envelopes are padded to a multiple of 256 bytes, so the server
+# learns a message's size only to within a bucket.
+PAD_BUCKET = 256
+
+# A message body (UTF-8) may be at most 16 KiB before encryption: long pastes
+# fit, and the Fernet token stays well under the authenticated line limit.
+MAX_BODY_BYTES = 16 * 1024
+
+# Rotate a room key after 100 messages or 7 days, as Megolm's defaults do, so
+# that one leaked epoch key exposes a bounded part of the history.
+ROTATE_AFTER_MESSAGES = 100
+ROTATE_AFTER_SECONDS = 7 * 24 * 3600
+
+# The commitment to a room key (in each signed epoch record) is 16 bytes of
+# HMAC-SHA256: collision-resistant enough to expose a split view.
+KEY_ID_BYTES = 16
+
+# Safety numbers as Signal computes them: 5,200 SHA-512 iterations per side,
+# 30 digits per side, 60 in all; slow enough to make grinding a near-collision
+# with a chosen key expensive.
+SAFETY_NUMBER_ITERATIONS = 5200
+
+# Keystore: scrypt n=2^17, r=8, p=1 (about 128 MiB and 0.4 s here) so an
+# offline guess at a stolen keystore's passphrase is expensive. pyca's
+# BestAvailableEncryption alone would use PBKDF2 with 2,048 iterations.
+SCRYPT_N = 2**17
+SCRYPT_R = 8
+SCRYPT_P = 1
+SCRYPT_SALT_BYTES = 16
+
+# The weakest scrypt cost a keystore file may claim; a header edited to claim
+# less is refused, so no one can make a victim's client re-save cheaply.
+SCRYPT_MIN_N = 2**14
