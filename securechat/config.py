@@ -11,7 +11,12 @@ import socket
 import tomllib
 from dataclasses import dataclass
 
-from securechat.constants import DATA_DIR_MODE
+from securechat.constants import (
+    DATA_DIR_MODE,
+    MAX_MEMBERS_PER_ROOM,
+    MAX_ROOMS_PER_USER,
+    MAX_TOPIC_LENGTH,
+)
 
 DEFAULT_PORT = 7470
 
@@ -31,6 +36,7 @@ class Setting:
     help: str
     minimum: int | None = None
     maximum: int | None = None
+    choices: tuple[str, ...] = ()
 
     @property
     def attribute(self) -> str:
@@ -46,6 +52,10 @@ class Setting:
             raise ConfigError(f"{where}: {self.key} must be at least {self.minimum}, got {value}")
         if self.maximum is not None and value > self.maximum:
             raise ConfigError(f"{where}: {self.key} must be at most {self.maximum}, got {value}")
+        if self.choices and value not in self.choices:
+            raise ConfigError(
+                f"{where}: {self.key} must be one of {', '.join(self.choices)}, got {value!r}"
+            )
         return value
 
     def parse_flag(self, text: str):
@@ -87,6 +97,23 @@ SETTINGS = (
         "tls.key", "tls-key", str, "",
         "PEM private key file for --tls-cert; the two go together.",
     ),
+    Setting(
+        "accounts.registration", "registration", str, "open",
+        "Who may create an account: open, token (operator-issued tokens) or closed.",
+        choices=("open", "token", "closed"),
+    ),
+    Setting(
+        "limits.rooms_per_user", "rooms-per-user", int, MAX_ROOMS_PER_USER,
+        "Rooms one user may belong to.", 1, 10_000,
+    ),
+    Setting(
+        "limits.members_per_room", "members-per-room", int, MAX_MEMBERS_PER_ROOM,
+        "Members one room may have (each key rotation wraps a key for each).", 2, 5_000,
+    ),
+    Setting(
+        "limits.topic_length", "topic-length", int, MAX_TOPIC_LENGTH,
+        "Longest room topic, in characters.", 0, MAX_TOPIC_LENGTH,
+    ),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}
@@ -102,6 +129,10 @@ class ServerSettings:
     data_dir: str
     tls_cert: str
     tls_key: str
+    registration: str
+    rooms_per_user: int
+    members_per_room: int
+    topic_length: int
 
     @property
     def public_name(self) -> str:

@@ -125,3 +125,77 @@ SCRYPT_SALT_BYTES = 16
 # The weakest scrypt cost a keystore file may claim; a header edited to claim
 # less is refused, so no one can make a victim's client re-save cheaply.
 SCRYPT_MIN_N = 2**14
+
+# --- server limits (defaults; the config file may change them) -------------
+
+# Nicks: 1-24 characters of letters, digits, "-" and "_", starting with a
+# letter; ASCII only, so no two nicks can look alike (no homoglyphs).
+NICK_PATTERN = r"[A-Za-z][A-Za-z0-9_-]{0,23}"
+
+# Rooms: "#" and 1-32 characters of letters, digits, "-", "_" and ".".
+ROOM_PATTERN = r"#[A-Za-z0-9][A-Za-z0-9_.-]{0,31}"
+
+# Topics: 390 characters, as IRC networks commonly allow.
+MAX_TOPIC_LENGTH = 390
+
+# Reasons given for kicks and parts.
+MAX_REASON_LENGTH = 200
+
+# A room password (only its scrypt hash is stored).
+MAX_ROOM_PASSWORD_LENGTH = 128
+
+# Room passwords are hashed with scrypt at a cost that keeps a JOIN cheap for
+# the daemon (about 16 MiB, 50 ms) yet makes offline guessing from a stolen
+# database slow; compared in constant time.
+ROOM_PASSWORD_SCRYPT_N = 2**14
+
+# Rooms one user may belong to, and members one room may have: a team chat
+# server, not a broadcast platform; the epoch rotation cost grows with members.
+MAX_ROOMS_PER_USER = 100
+MAX_MEMBERS_PER_ROOM = 500
+
+# Registration tokens: 16 random bytes, shown once; the server stores only
+# their SHA-256.
+REGISTRATION_TOKEN_BYTES = 16
+
+# Size of one wrapped room key: an RSA-3072 OAEP ciphertext.
+WRAP_BYTES = RSA_BITS // 8
+
+# Largest Fernet token a MSG may carry: a padded 16 KiB body plus envelope
+# and base64 overhead; it keeps every MSG line under the 64 KiB line limit.
+MAX_TOKEN_BYTES = 24 * 1024
+
+# Largest signed epoch record (JSON with a few base64 fields).
+MAX_EPOCH_RECORD_BYTES = 2048
+
+# History pages: at most 500 messages per request, so one request cannot
+# make the daemon build an unbounded reply.
+MAX_HISTORY_PAGE = 500
+
+# SYNC sends at most this many messages per room before saying MORE; the
+# client pages on with HISTORY.
+SYNC_PAGE = 1000
+
+# Flood control: a token bucket per connection. Generous enough for bots and
+# pasted text (a human never comes close); it stops runaway clients.
+RATE_LINES_PER_SECOND = 200
+RATE_BURST_LINES = 400
+# Excess lines tolerated (each answered RATE_LIMITED) before disconnecting.
+RATE_STRIKES_BEFORE_DISCONNECT = 20
+
+# Concurrent connections from one IP address (ngircd allows 5; a team behind
+# one NAT needs more).
+MAX_CONNECTIONS_PER_IP = 20
+
+# Seconds an unauthenticated connection may stay (InspIRCd uses 20).
+LOGIN_TIMEOUT_SECONDS = 30
+
+# Idle liveness: PING after this much silence, close if no reply within the
+# timeout (ngircd: 120 s and 20 s).
+IDLE_PING_SECONDS = 120
+PING_TIMEOUT_SECONDS = 20
+
+# Slow readers: abort a connection whose unsent output exceeds 1 MiB
+# (InspIRCd's hardsendq) or that has not read for 30 s while output waits.
+MAX_SEND_QUEUE_BYTES = 1024 * 1024
+MAX_PAUSED_SECONDS = 30

@@ -12,7 +12,12 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
-from securechat.constants import CLOSE_GRACE_SECONDS, MAX_LINE_UNAUTHENTICATED
+from securechat.constants import (
+    CLOSE_GRACE_SECONDS,
+    MAX_LINE_UNAUTHENTICATED,
+    TLS_EXPORTER_BYTES,
+    TLS_EXPORTER_LABEL,
+)
 from securechat.wire import (
     NO_REQUEST_ID,
     Code,
@@ -65,16 +70,22 @@ class LineProtocol(LineOnlyReceiver):
                 raise WireError(
                     Code.UNKNOWN_COMMAND, f"unknown command {frame.verb}", request_id
                 )
+            self.authorize(frame.verb, request_id)
             result = getattr(self, "handle_" + frame.verb.lower())(
                 request_id, **verb.bind(frame)
             )
         except WireError as error:
+            if error.request_id == NO_REQUEST_ID:
+                error = error.with_request_id(request_id)
             self.peer_sent_bad_line(error)
         except Exception:
             self._internal_error(request_id)
         else:
             if isinstance(result, defer.Deferred):
                 result.addErrback(self._handler_failed, request_id)
+
+    def authorize(self, verb: str, request_id: str) -> None:
+        """Raise a WireError if the peer may not use C{verb} yet; anything goes by default."""
 
     def _handler_failed(self, failure, request_id: str) -> None:
         if failure.check(WireError):
@@ -110,6 +121,11 @@ class LineProtocol(LineOnlyReceiver):
     def send_error(self, error: WireError) -> None:
         self.send_frame("ERROR", error.request_id, error.code, error.text)
 
+    def reply(self, request_id: str, lines) -> None:
+        """Send (verb, args) lines, all under C{request_id}."""
+        for verb, args in lines:
+            self.send_frame(verb, request_id, *args)
+
     # -- liveness ------------------------------------------------------------
 
     def handle_ping(self, request_id: str, payload: bytes | None) -> None:
@@ -133,3 +149,12 @@ class LineProtocol(LineOnlyReceiver):
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._abort_call = None
+
+
+def tls_exporter(transport) -> bytes:
+    """The RFC 5705 value both ends of this TLS session derive, and nobody else.
+
+    Signing it into a login ties the signature to this one session: relayed
+    into another TLS connection, it no longer verifies.
+    """
+    return transport.getHandle().export_keying_material(TLS_EXPORTER_LABEL, TLS_EXPORTER_BYTES)

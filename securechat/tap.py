@@ -4,19 +4,27 @@
 Composition only: every piece is built elsewhere and plugged together here.
 """
 
+import os
+
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.python import usage
 
 from securechat.config import SETTINGS, ConfigError, build_settings, prepare_data_dir
 from securechat.server.protocol import ServerFactory
+from securechat.server.rooms import RoomLimits
+from securechat.server.service import ChatService, ServiceSettings
 from securechat.server.signals import ReloadOnHangup
+from securechat.server.sqlite_store import SQLiteStore, open_pool
 from securechat.server.tls import (
     ReloadableServerTLS,
     TLSMaterialError,
     TLSServerService,
     ensure_self_signed,
 )
+
+
+DATABASE_FILE = "securechat.db"
 
 
 class Options(usage.Options):
@@ -56,8 +64,18 @@ def makeService(config, reactor=None) -> MultiService:  # noqa: N802
         raise SystemExit(f"securechat: {error}") from None
 
     root = MultiService()
+    chat = ChatService(
+        SQLiteStore(open_pool(os.path.join(data_dir, DATABASE_FILE))),
+        reactor,
+        ServiceSettings(
+            settings.public_name,
+            settings.registration,
+            RoomLimits(settings.rooms_per_user, settings.members_per_room, settings.topic_length),
+        ),
+    )
+    chat.setServiceParent(root)
     endpoint = TCP4ServerEndpoint(reactor, settings.port, interface=settings.interface)
-    factory = ServerFactory(settings.public_name, reactor)
+    factory = ServerFactory(chat, settings.public_name, reactor)
     TLSServerService(endpoint, factory, tls).setServiceParent(root)
     ReloadOnHangup(reactor, [tls.reload]).setServiceParent(root)
     return root

@@ -15,7 +15,7 @@ from securechat.crypto.roomkeys import (
 from tests.identities import identity
 
 
-def rotate(rotator, members, epoch=0, previous=None, previous_key=None, history="joined"):
+def rotate(rotator, members, epoch=1, previous=None, previous_key=None, history="joined"):
     return new_epoch(identity(rotator), "#lab", epoch, previous, previous_key,
                      [identity(m).public for m in members], "test", history, 1000)
 
@@ -46,7 +46,7 @@ class EpochRecordTests(SynchronousTestCase):
             member_set_hash([identity("alice").fingerprint, identity("bob").fingerprint]),
         )
         for name in ["alice", "bob"]:
-            unwrapped = unwrap_key(identity(name), wraps[identity(name).fingerprint], "#lab", 0)
+            unwrapped = unwrap_key(identity(name), wraps[identity(name).fingerprint], "#lab", 1)
             record.check_key(unwrapped)
         self.assertEqual(unwrapped, key)
 
@@ -72,7 +72,7 @@ class EpochRecordTests(SynchronousTestCase):
     def test_removed_member_gets_nothing(self):
         """After a rotation without carol, no wrap exists for her and her old key is useless."""
         old_key, first, _, _ = rotate("alice", ["alice", "bob", "carol"])
-        new_key, second, _, wraps = rotate("alice", ["alice", "bob"], 1, first, old_key)
+        new_key, second, _, wraps = rotate("alice", ["alice", "bob"], 2, first, old_key)
         self.assertNotIn(identity("carol").fingerprint, wraps)
         self.assertRaises(RoomKeyError, second.check_key, old_key)
         self.assertEqual(second.prev_hash, first.hash())
@@ -80,9 +80,9 @@ class EpochRecordTests(SynchronousTestCase):
     def test_shared_history_chains_keys(self):
         """In a shared room the newest key unlocks the previous one; in a joined room it does not."""
         old_key, first, _, _ = rotate("alice", ["alice"])
-        new_key, shared, _, _ = rotate("alice", ["alice", "bob"], 1, first, old_key, "shared")
+        new_key, shared, _, _ = rotate("alice", ["alice", "bob"], 2, first, old_key, "shared")
         self.assertEqual(shared.previous_key(new_key), old_key)
-        new_key, joined, _, _ = rotate("alice", ["alice", "bob"], 1, first, old_key)
+        new_key, joined, _, _ = rotate("alice", ["alice", "bob"], 2, first, old_key)
         self.assertRaises(RoomKeyError, joined.previous_key, new_key)
 
     def test_rotator_must_be_member(self):

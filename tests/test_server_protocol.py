@@ -11,11 +11,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from securechat.constants import PROTOCOL_NAME, PROTOCOL_VERSION
 from securechat.server.protocol import ServerFactory
 from securechat.wire import SERVER_VERBS, parse_line
+from tests.serverharness import make_service
 
 
 class ServerProtocolTests(SynchronousTestCase):
     def setUp(self):
-        self.factory = ServerFactory("chat.example", task.Clock())
+        clock = task.Clock()
+        self.factory = ServerFactory(make_service(clock), "chat.example", clock)
         self.protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5555))
         self.protocol.makeConnection(self.transport)

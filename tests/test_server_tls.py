@@ -20,6 +20,7 @@ from securechat.crypto.certificates import (
     subject_alt_names,
 )
 from securechat.server.protocol import ServerFactory
+from tests.serverharness import make_service
 from securechat.server.tls import (
     ReloadableServerTLS,
     TLSMaterialError,
@@ -67,7 +68,7 @@ class TrackingServerFactory(ServerFactory):
     """A ServerFactory that lets the test wait for every server-side connection to end."""
 
     def __init__(self):
-        super().__init__("test.example", reactor)
+        super().__init__(make_service(), "test.example", reactor)
         self.lost = []
 
     def buildProtocol(self, addr):  # noqa: N802

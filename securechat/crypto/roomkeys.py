@@ -21,6 +21,9 @@ from securechat.crypto.identity import PrivateIdentity, PublicIdentity
 
 HISTORY_POLICIES = ("joined", "shared")
 
+# Epochs are numbered from 1; 0 means a room has no key yet.
+FIRST_EPOCH = 1
+
 # The hash that chains the first epoch record; there is no record before it.
 GENESIS_HASH = b"\x00" * 32
 
@@ -118,7 +121,7 @@ class EpochRecord:
             raise RoomKeyError("malformed epoch record") from None
         if (
             not isinstance(record.epoch, int)
-            or record.epoch < 0
+            or record.epoch < FIRST_EPOCH
             or record.history not in HISTORY_POLICIES
             or record.encode() != data
         ):

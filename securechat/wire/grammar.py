@@ -9,7 +9,18 @@ side can read.
 import re
 from dataclasses import dataclass
 
-from securechat.constants import MAX_PING_PAYLOAD
+from securechat.constants import (
+    AUTH_NONCE_BYTES,
+    MAX_EPOCH_RECORD_BYTES,
+    MAX_PING_PAYLOAD,
+    MAX_REASON_LENGTH,
+    MAX_ROOM_PASSWORD_LENGTH,
+    MAX_TOKEN_BYTES,
+    MAX_TOPIC_LENGTH,
+    MESSAGE_ID_BYTES,
+    RSA_BITS,
+    WRAP_BYTES,
+)
 from securechat.wire.codec import Frame, b64decode
 from securechat.wire.errors import Code, WireError
 
@@ -115,16 +126,99 @@ _PAYLOAD = Param("payload", "b64", MAX_PING_PAYLOAD, optional=True)
 PING = Verb("PING", (_PAYLOAD,))
 PONG = Verb("PONG", (_PAYLOAD,))
 
-# What a client may send to the server.
-CLIENT_VERBS = verbs(PING, PONG)
+_ROOM = Param("room", max_length=33)
+_NICK = Param("nick", max_length=24)
+_EPOCH = Param("epoch", "int")
+_SEQ = Param("seq", "int")
+_PUBLIC_KEY_BYTES = 600
+_SIGNATURE_BYTES = RSA_BITS // 8
 
-# What the server may send to a client; replies (OK, ERROR) and events.
-SERVER_VERBS = verbs(
-    Verb(
-        "HELLO",
-        (Param("protocol"), Param("version", "int"), Param("server"), Param("text", "text", 512)),
-    ),
-    Verb("ERROR", (Param("code", max_length=32), Param("text", "text", 1024))),
+
+def _key(name: str) -> Param:
+    return Param(name, "b64", _PUBLIC_KEY_BYTES)
+
+
+def _signature(name: str = "signature", optional: bool = False) -> Param:
+    return Param(name, "b64", _SIGNATURE_BYTES, optional=optional)
+
+
+def _text(name: str, limit: int, optional: bool = True) -> Param:
+    return Param(name, "text", limit, optional=optional)
+
+
+_WRAP = Param("wrap", "b64", WRAP_BYTES)
+_MESSAGE_ID = Param("message_id", "b64", MESSAGE_ID_BYTES)
+_TOKEN = Param("token", "b64", MAX_TOKEN_BYTES)
+_RECORD = Param("record", "b64", MAX_EPOCH_RECORD_BYTES)
+_KEYS = (_key("sign_key"), _key("enc_key"), _signature("enc_signature"))
+
+# What a client may send to the server (docs/protocol.md, section 6).
+CLIENT_VERBS = verbs(
     PING,
     PONG,
+    Verb("REGISTER", (_NICK, *_KEYS, _signature("login_signature"), Param("token", optional=True))),
+    Verb("LOGIN", (_NICK, _signature("login_signature"))),
+    Verb("JOIN", (_ROOM, _text("password", MAX_ROOM_PASSWORD_LENGTH))),
+    Verb("PART", (_ROOM, _text("reason", MAX_REASON_LENGTH))),
+    Verb("TOPIC", (_ROOM, _text("topic", MAX_TOPIC_LENGTH, optional=False))),
+    Verb("INVITE", (_ROOM, _NICK, _signature())),
+    Verb("KICK", (_ROOM, _NICK, _text("reason", MAX_REASON_LENGTH))),
+    Verb("BAN", (_ROOM, _NICK, _text("reason", MAX_REASON_LENGTH))),
+    Verb("UNBAN", (_ROOM, _NICK)),
+    Verb("ROLE", (_ROOM, _NICK, Param("role", max_length=6))),
+    Verb("SET", (_ROOM, Param("setting", max_length=16),
+                 _text("value", MAX_ROOM_PASSWORD_LENGTH))),
+    Verb("LIST", ()),
+    Verb("WHO", (_ROOM,)),
+    Verb("USERKEYS", (_NICK,)),
+    Verb("DELETE", (_ROOM,)),
+    Verb("MSG", (_ROOM, _EPOCH, _SEQ, _MESSAGE_ID, _TOKEN, _signature())),
+    Verb("HISTORY", (_ROOM, Param("direction", max_length=6), Param("server_seq", "int"),
+                     Param("limit", "int"))),
+    Verb("SYNC", (_text("positions", 4096),)),
+    Verb("EPOCHS", (_ROOM, Param("from_epoch", "int"))),
+    Verb("ROTATE", (_ROOM, _EPOCH, _RECORD, _signature(), Param("own_wrap", "b64", WRAP_BYTES))),
+    Verb("WRAP", (_ROOM, _EPOCH, _NICK, _WRAP)),
+    Verb("KEYREQ", (_ROOM,)),
+    Verb("WITHHOLD", (_ROOM, _EPOCH, _NICK, Param("code", max_length=32),
+                      _text("text", MAX_REASON_LENGTH))),
+)
+
+_SERVER_SEQ = Param("server_seq", "int")
+_BY = Param("by", max_length=24)
+
+# What the server may send to a client: replies, data lines and events.
+SERVER_VERBS = verbs(
+    PING,
+    PONG,
+    Verb("HELLO", (Param("protocol"), Param("version", "int"), Param("server"),
+                   Param("nonce", "b64", AUTH_NONCE_BYTES), _text("text", 512, optional=False))),
+    Verb("OK", (Param("a", optional=True), Param("b", optional=True), Param("c", optional=True))),
+    Verb("ERROR", (Param("code", max_length=32), _text("text", 1024, optional=False))),
+    Verb("DUPLICATE", (_SERVER_SEQ,)),
+    Verb("ROOM", (_ROOM, Param("role", max_length=6), _EPOCH, Param("last_seq", "int"),
+                  Param("flags", max_length=64), Param("members", "int"),
+                  _text("topic", MAX_TOPIC_LENGTH, optional=False))),
+    Verb("ROOMINFO", (_ROOM, Param("members", "int"), _text("topic", MAX_TOPIC_LENGTH, False))),
+    Verb("MEMBER", (_ROOM, Param("role", max_length=6), Param("online", "int"), _NICK, *_KEYS,
+                    Param("inviter", max_length=24, optional=True),
+                    _signature("invite_signature", optional=True))),
+    Verb("USER", (_NICK, *_KEYS)),
+    Verb("MESSAGE", (_ROOM, _SERVER_SEQ, Param("sender", max_length=24), _EPOCH, _SEQ,
+                     _MESSAGE_ID, _TOKEN, _signature(), Param("received_ms", "int"))),
+    Verb("EPOCH", (_ROOM, _EPOCH, Param("rotator", max_length=24), _RECORD, _signature())),
+    Verb("KEY", (_ROOM, _EPOCH, Param("wrapper", max_length=24), _WRAP)),
+    Verb("WRAPREQ", (_ROOM, _EPOCH, _NICK)),
+    Verb("WITHHELD", (_ROOM, _EPOCH, _BY, Param("code", max_length=32),
+                      _text("text", MAX_REASON_LENGTH, optional=False))),
+    Verb("PENDING", (_ROOM, _EPOCH)),
+    Verb("JOINED", (_ROOM, _NICK, Param("role", max_length=6))),
+    Verb("PARTED", (_ROOM, _NICK, Param("how", max_length=4), _BY,
+                    _text("reason", MAX_REASON_LENGTH, optional=False))),
+    Verb("TOPIC", (_ROOM, _BY, _text("topic", MAX_TOPIC_LENGTH, optional=False))),
+    Verb("ROLE", (_ROOM, _NICK, Param("role", max_length=6), _BY)),
+    Verb("SETTINGS", (_ROOM, _BY, Param("flags", max_length=64))),
+    Verb("INVITED", (_ROOM, _BY)),
+    Verb("DELETED", (_ROOM, _BY)),
+    Verb("MORE", (_ROOM, Param("after", "int"))),
 )

@@ -1,0 +1,115 @@
+"""The lines the server sends besides OK and ERROR, built in one place.
+
+Each function returns a verb and its arguments; the protocol encodes them
+with a request id (when they answer a request) or ``*`` (when pushed). The
+service and the registries never format lines themselves.
+"""
+
+from securechat.server.store import EpochRow, MessageRow, RoomRow, UserRow, WrapRow
+from securechat.wire import b64encode, encode_frame
+
+Event = tuple[str, tuple[str, ...]]
+
+
+def line(request_id: str, event: Event) -> bytes:
+    """The complete line for C{event}, LF included: encoded once, sent to many."""
+    verb, args = event
+    return encode_frame(verb, request_id, *args) + b"\n"
+
+
+def room_flags(room: RoomRow, history: str) -> str:
+    flags = [history]
+    if room.invite_only:
+        flags.append("invite_only")
+    if room.password_hash:
+        flags.append("password")
+    if room.rekey_required:
+        flags.append("rekey")
+    return ",".join(flags)
+
+
+def room_state(room: RoomRow, role: str, history: str) -> Event:
+    return "ROOM", (room.name, role, str(room.epoch), str(room.last_seq),
+                    room_flags(room, history), str(len(room.members)), room.topic)
+
+
+def room_info(room: RoomRow) -> Event:
+    return "ROOMINFO", (room.name, str(len(room.members)), room.topic)
+
+
+def user_keys(user: UserRow) -> tuple[str, ...]:
+    return (user.nick, b64encode(user.sign_key), b64encode(user.enc_key),
+            b64encode(user.enc_signature))
+
+
+def user(user: UserRow) -> Event:
+    return "USER", user_keys(user)
+
+
+def member(room: RoomRow, user: UserRow, role: str, online: bool,
+           invite: tuple[str, bytes] | None) -> Event:
+    """A member with their keys and, in invite-only rooms, the signed invite
+    that let them in, so that key holders can check it themselves."""
+    args = (room.name, role, "1" if online else "0", *user_keys(user))
+    if invite is not None:
+        args += (invite[0], b64encode(invite[1]))
+    return "MEMBER", args
+
+
+def message(room: RoomRow, row: MessageRow, sender: str) -> Event:
+    return "MESSAGE", (room.name, str(row.server_seq), sender, str(row.epoch), str(row.seq),
+                       b64encode(row.message_id), b64encode(row.token),
+                       b64encode(row.signature), str(int(row.received * 1000)))
+
+
+def epoch(room: RoomRow, row: EpochRow, rotator: str) -> Event:
+    return "EPOCH", (room.name, str(row.epoch), rotator, b64encode(row.record),
+                     b64encode(row.signature))
+
+
+def key(room: RoomRow, row: WrapRow, wrapper: str) -> Event:
+    return "KEY", (room.name, str(row.epoch), wrapper, b64encode(row.wrap))
+
+
+def wrap_request(room: RoomRow, epoch_number: int, nick: str) -> Event:
+    return "WRAPREQ", (room.name, str(epoch_number), nick)
+
+
+def withheld(room: RoomRow, epoch_number: int, by: str, code: str, text: str) -> Event:
+    return "WITHHELD", (room.name, str(epoch_number), by, code, text)
+
+
+def pending(room: RoomRow, epoch_number: int) -> Event:
+    return "PENDING", (room.name, str(epoch_number))
+
+
+def joined(room: RoomRow, nick: str, role: str) -> Event:
+    return "JOINED", (room.name, nick, role)
+
+
+def parted(room: RoomRow, nick: str, how: str, by: str, reason: str) -> Event:
+    return "PARTED", (room.name, nick, how, by, reason)
+
+
+def topic(room: RoomRow, by: str) -> Event:
+    return "TOPIC", (room.name, by, room.topic)
+
+
+def role(room: RoomRow, nick: str, new_role: str, by: str) -> Event:
+    return "ROLE", (room.name, nick, new_role, by)
+
+
+def settings(room: RoomRow, by: str, history: str) -> Event:
+    return "SETTINGS", (room.name, by, room_flags(room, history))
+
+
+def invited(room: RoomRow, by: str) -> Event:
+    return "INVITED", (room.name, by)
+
+
+def deleted(room: RoomRow, by: str) -> Event:
+    return "DELETED", (room.name, by)
+
+
+def more(room: RoomRow, after: int) -> Event:
+    return "MORE", (room.name, str(after))

@@ -1,0 +1,65 @@
+# -*- test-case-name: tests.test_messagelog -*-
+"""Group commit: every message received in one reactor turn is stored in one
+transaction, and each sender learns the outcome only after that commit.
+
+A commit costs an fsync; sharing it among all messages that arrived together
+is what lets a durable daemon keep up with a relay that stores nothing.
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from securechat.server.store import MessageRow
+
+log = Logger()
+
+
+class MessageLog:
+    """Queues rows, commits them in batches, fires a Deferred per row."""
+
+    def __init__(self, store, clock):
+        self._store = store
+        self._clock = clock
+        self._queue: list[tuple[MessageRow, defer.Deferred]] = []
+        self._flush_call = None
+        self._committing: defer.Deferred | None = None
+
+    def append(self, row: MessageRow) -> defer.Deferred:
+        """Fire with the row's L{AppendResult} once its transaction committed."""
+        done = defer.Deferred()
+        self._queue.append((row, done))
+        if self._flush_call is None and self._committing is None:
+            self._flush_call = self._clock.callLater(0, self._flush)
+        return done
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        batch, self._queue = self._queue, []
+        self._committing = self._store.append_messages([row for row, _ in batch])
+        self._committing.addCallbacks(self._committed, self._failed, (batch,), None, (batch,))
+
+    def _committed(self, results, batch) -> None:
+        self._after_commit()
+        for (_, done), result in zip(batch, results):
+            done.callback(result)
+
+    def _failed(self, failure, batch) -> None:
+        log.failure("storing {count} messages failed; none was acknowledged", failure,
+                    count=len(batch))
+        self._after_commit()
+        for _, done in batch:
+            done.errback(failure)
+
+    def _after_commit(self) -> None:
+        self._committing = None
+        if self._queue:
+            self._flush()
+
+    @defer.inlineCallbacks
+    def drain(self):
+        """Wait until everything queued so far has committed (for shutdown)."""
+        while self._committing is not None or self._queue:
+            if self._flush_call is not None:
+                self._flush_call.cancel()
+                self._flush()
+            yield self._committing

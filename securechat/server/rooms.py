@@ -1,0 +1,159 @@
+# -*- test-case-name: tests.test_rooms -*-
+"""Rooms: membership, roles, bans, invites and the checks that guard them.
+
+Pure state, like Twisted Words' service.py: the service asks this registry
+whether an operation is allowed, persists it, then applies it here.
+"""
+
+from dataclasses import dataclass
+
+from securechat.constants import MAX_MEMBERS_PER_ROOM, MAX_ROOMS_PER_USER, MAX_TOPIC_LENGTH
+from securechat.server.names import check_room, fold
+from securechat.server.store import RoomRow
+from securechat.wire import Code, WireError
+
+# Higher rank may act on lower rank.
+RANKS = {"member": 0, "op": 1, "owner": 2}
+
+
+@dataclass(frozen=True)
+class RoomLimits:
+    max_rooms_per_user: int = MAX_ROOMS_PER_USER
+    max_members_per_room: int = MAX_MEMBERS_PER_ROOM
+    max_topic_length: int = MAX_TOPIC_LENGTH
+
+
+class RoomRegistry:
+    """Every room, by id and by folded name, and each user's rooms."""
+
+    def __init__(self, rooms: list[RoomRow], limits: RoomLimits = RoomLimits()):
+        self.limits = limits
+        self._by_id: dict[int, RoomRow] = {}
+        self._by_name: dict[str, RoomRow] = {}
+        self._rooms_of: dict[int, set[int]] = {}
+        self._reserved: set[str] = set()
+        for room in rooms:
+            self.add_room(room)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self):
+        return iter(self._by_id.values())
+
+    # -- lookups ---------------------------------------------------------------
+
+    def find(self, name: str) -> RoomRow | None:
+        return self._by_name.get(fold(name))
+
+    def by_id(self, room_id: int) -> RoomRow:
+        return self._by_id[room_id]
+
+    def require(self, name: str) -> RoomRow:
+        room = self.find(name)
+        if room is None:
+            raise WireError(Code.NO_SUCH_ROOM, f"no room {name}")
+        return room
+
+    def require_member(self, name: str, user_id: int) -> RoomRow:
+        room = self.require(name)
+        if user_id not in room.members:
+            raise WireError(Code.NOT_MEMBER, f"you are not in {room.name}")
+        return room
+
+    def require_role(self, name: str, user_id: int, *roles: str) -> RoomRow:
+        room = self.require_member(name, user_id)
+        if room.members[user_id] not in roles:
+            raise WireError(Code.NOT_ALLOWED, f"that needs {' or '.join(roles)} in {room.name}")
+        return room
+
+    def rooms_of(self, user_id: int) -> list[RoomRow]:
+        return [self._by_id[r] for r in sorted(self._rooms_of.get(user_id, ()))]
+
+    def public_rooms(self) -> list[RoomRow]:
+        return sorted((r for r in self if not r.invite_only), key=lambda r: fold(r.name))
+
+    # -- checks ----------------------------------------------------------------
+
+    def check_create(self, name: str, user_id: int) -> None:
+        """Allow creating C{name}, and reserve it until the creation commits."""
+        check_room(name)
+        if fold(name) in self._reserved or fold(name) in self._by_name:
+            raise WireError(Code.NOT_ALLOWED, f"{name} is being created; try again")
+        self._check_room_count(user_id)
+        self._reserved.add(fold(name))
+
+    def release(self, name: str) -> None:
+        self._reserved.discard(fold(name))
+
+    def check_join(self, room: RoomRow, user_id: int, password_ok: bool | None) -> None:
+        """Why C{user_id} may not join C{room}, if they may not.
+
+        @param password_ok: the result of checking the join password, or
+            None if the room has none.
+        """
+        if user_id in room.bans:
+            raise WireError(Code.BANNED, f"you are banned from {room.name}")
+        if room.invite_only and user_id not in room.invites:
+            raise WireError(Code.INVITE_ONLY, f"{room.name} is invite-only: ask an op to invite you")
+        if password_ok is False:
+            raise WireError(Code.BAD_PASSWORD, f"wrong password for {room.name}")
+        if len(room.members) >= self.limits.max_members_per_room:
+            raise WireError(Code.ROOM_FULL, f"{room.name} has its maximum of members")
+        self._check_room_count(user_id)
+
+    def _check_room_count(self, user_id: int) -> None:
+        if len(self._rooms_of.get(user_id, ())) >= self.limits.max_rooms_per_user:
+            raise WireError(
+                Code.TOO_MANY_ROOMS,
+                f"you are in {self.limits.max_rooms_per_user} rooms already; part one first",
+            )
+
+    def check_act_on(self, room: RoomRow, actor_id: int, target_id: int) -> None:
+        """An op or owner may kick or ban only someone of lower rank."""
+        actor = room.members.get(actor_id)
+        if actor not in ("op", "owner"):
+            raise WireError(Code.NOT_ALLOWED, f"that needs op or owner in {room.name}")
+        target = room.members.get(target_id, "member")
+        if RANKS[target] >= RANKS[actor]:
+            raise WireError(Code.NOT_ALLOWED, f"you cannot act on a {target} of {room.name}")
+
+    # -- changes (applied after the store committed them) --------------------
+
+    def add_room(self, room: RoomRow) -> None:
+        self.release(room.name)
+        self._by_id[room.id] = room
+        self._by_name[fold(room.name)] = room
+        for user_id in room.members:
+            self._rooms_of.setdefault(user_id, set()).add(room.id)
+
+    def add_member(self, room: RoomRow, user_id: int, role: str) -> None:
+        room.members[user_id] = role
+        self._rooms_of.setdefault(user_id, set()).add(room.id)
+
+    def remove_member(self, room: RoomRow, user_id: int, banned: bool) -> str | None:
+        """Remove a member, banning them if asked.
+
+        @return: who should become owner, if the owner left and others remain.
+        """
+        role = room.members.pop(user_id, None)
+        room.invites.pop(user_id, None)
+        room.holders.discard(user_id)
+        room.rekey_required = True
+        self._rooms_of.get(user_id, set()).discard(room.id)
+        if banned:
+            room.bans.add(user_id)
+        if role == "owner" and room.members:
+            return self.successor(room)
+        return None
+
+    def successor(self, room: RoomRow) -> int:
+        """Who becomes owner when the owner leaves: the first op, else the first member."""
+        ops = [u for u, r in room.members.items() if r == "op"]
+        return (ops or list(room.members))[0]
+
+    def delete_room(self, room: RoomRow) -> None:
+        del self._by_id[room.id]
+        del self._by_name[fold(room.name)]
+        for user_id in room.members:
+            self._rooms_of.get(user_id, set()).discard(room.id)

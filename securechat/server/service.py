@@ -1,0 +1,560 @@
+# -*- test-case-name: tests.test_service -*-
+"""The chat service: each request checked against the registries, made
+durable through the store, then applied in memory and published.
+
+The order is always the same: check, persist, apply, publish, reply. Nothing
+is acknowledged or fanned out before the store has committed it. Methods
+take the acting user and the request's typed arguments, and fire with the
+lines of the reply (data lines first, the final OK last); they never touch a
+socket and never read the clock themselves.
+"""
+
+from dataclasses import dataclass
+
+from twisted.application import service
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+
+from securechat.constants import (
+    MAX_HISTORY_PAGE,
+    MAX_REASON_LENGTH,
+    ROTATE_AFTER_MESSAGES,
+    ROTATE_AFTER_SECONDS,
+    SYNC_PAGE,
+    WRAP_BYTES,
+)
+from securechat.crypto import transcript as ctx
+from securechat.crypto.roomkeys import FIRST_EPOCH, GENESIS_HASH, EpochRecord, RoomKeyError
+from securechat.server import events
+from securechat.server.accounts import AccountRegistry, public_identity
+from securechat.server.fanout import LocalFanOut
+from securechat.server.messagelog import MessageLog
+from securechat.server.names import check_room, fold
+from securechat.server.passwords import check_room_password, hash_room_password
+from securechat.server.rooms import RoomLimits, RoomRegistry
+from securechat.server.store import (
+    EpochConflict,
+    EpochRow,
+    MessageRow,
+    RegistrationTokenInvalid,
+    RoomRow,
+    UserRow,
+    WrapRequestRow,
+    WrapRow,
+)
+from securechat.server.wrapqueue import WrapRequestQueue
+from securechat.wire import Code, WireError
+
+log = Logger()
+
+OK = "OK"
+
+
+def ok(*args: str) -> events.Event:
+    return OK, args
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    server_name: str
+    registration: str = "open"
+    limits: RoomLimits = RoomLimits()
+
+
+def invite_signature_fields(room: str, nick: str, fingerprint: bytes) -> tuple:
+    """What an op signs to invite someone: the room, the invitee and their key."""
+    return (ctx.INVITE, fold(room), fold(nick), fingerprint)
+
+
+class ChatService(service.Service):
+    """All chat state of one daemon, loaded at start and kept durable."""
+
+    def __init__(self, store, clock, settings: ServiceSettings, run_blocking=None,
+                 fanout: LocalFanOut | None = None):
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+        self.fanout = fanout or LocalFanOut()
+        self._run_blocking = run_blocking or threads.deferToThread
+        self.messages = MessageLog(store, clock)
+        self.ready = defer.Deferred()
+        self.accounts: AccountRegistry | None = None
+        self.rooms: RoomRegistry | None = None
+        self.requests: WrapRequestQueue | None = None
+        self._history: dict[int, str] = {}
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def startService(self):  # noqa: N802
+        super().startService()
+        d = self.store.load()
+        d.addCallback(self._loaded)
+        d.addErrback(self._load_failed)
+        return d
+
+    def _loaded(self, snapshot) -> None:
+        self.accounts = AccountRegistry(snapshot.users, self.settings.registration)
+        self.rooms = RoomRegistry(snapshot.rooms, self.settings.limits)
+        self.requests = WrapRequestQueue(snapshot.wrap_requests)
+        for room in self.rooms:
+            self._history[room.id] = _history_of(room.epoch_record)
+        log.info("loaded {users} accounts and {rooms} rooms", users=len(self.accounts),
+                 rooms=len(self.rooms))
+        self.ready.callback(self)
+
+    def _load_failed(self, failure) -> None:
+        log.failure("cannot load the database; refusing to serve", failure)
+        from twisted.internet import reactor
+
+        reactor.stop()
+
+    @defer.inlineCallbacks
+    def stopService(self):  # noqa: N802
+        yield self.messages.drain()
+        yield self.store.close()
+        yield super().stopService()
+
+    def now(self) -> float:
+        return self.clock.seconds()
+
+    # -- sessions --------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def register(self, nick: str, sign_key: bytes, enc_key: bytes, enc_signature: bytes,
+                 verify_login, token: str | None):
+        """Create an account; C{verify_login(identity, nick)} checks the login signature."""
+        identity = public_identity(sign_key, enc_key, enc_signature)
+        digest = self.accounts.check_registration(nick, identity, token)
+        try:
+            if not verify_login(identity, nick):
+                raise WireError(Code.AUTH_FAILED, "the login signature does not verify")
+            row = UserRow(0, nick, sign_key, enc_key, enc_signature, identity.fingerprint)
+            try:
+                row.id = yield self.store.add_user(row, self.now(), digest)
+            except RegistrationTokenInvalid:
+                raise WireError(Code.BAD_REGISTRATION_TOKEN,
+                                "that registration token is unknown or already used") from None
+        finally:
+            self.accounts.release(nick)
+        self.accounts.add(row)
+        log.info("registered {nick}", nick=nick)
+        return row
+
+    def attach(self, user: UserRow, connection) -> None:
+        """A connection has logged in as C{user}: serve key requests it can answer."""
+        self.fanout.attach(user.id, connection)
+        for room in self.rooms.rooms_of(user.id):
+            if user.id in room.holders:
+                self._dispatch_requests(room)
+
+    def detach(self, user: UserRow, connection) -> None:
+        if self.fanout.detach(user.id, connection):
+            for room_id in self.requests.unassign_holder(user.id):
+                self._dispatch_requests(self.rooms.by_id(room_id))
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _publish(self, room: RoomRow, event: events.Event, exclude=None, extra=()) -> None:
+        self.fanout.publish([*room.members, *extra], events.line("*", event), exclude)
+
+    def _push(self, user_id: int, event: events.Event) -> None:
+        self.fanout.publish([user_id], events.line("*", event))
+
+    def _nick(self, user_id: int) -> str:
+        return self.accounts.by_id(user_id).nick
+
+    def history_policy(self, room: RoomRow) -> str:
+        return self._history.get(room.id, "joined")
+
+    def _room_state(self, room: RoomRow, user: UserRow) -> events.Event:
+        return events.room_state(room, room.members[user.id], self.history_policy(room))
+
+    def _rekey_due(self, room: RoomRow) -> bool:
+        return (
+            room.rekey_required
+            or room.epoch < FIRST_EPOCH
+            or room.epoch_messages >= ROTATE_AFTER_MESSAGES
+            or self.now() - room.epoch_created >= ROTATE_AFTER_SECONDS
+        )
+
+    def _dispatch_requests(self, room: RoomRow) -> None:
+        for request, holder in self.requests.assign(room, self.fanout.online_users()):
+            self._push(holder, events.wrap_request(room, room.epoch, self._nick(request.user_id)))
+
+    @staticmethod
+    def _check_text(text: str | None, limit: int, what: str) -> str:
+        text = text or ""
+        if len(text) > limit:
+            raise WireError(Code.BAD_ARGUMENTS, f"{what} is over {limit} characters")
+        return text
+
+    # -- rooms -----------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def join(self, user: UserRow, name: str, password: str | None):
+        room = self.rooms.find(check_room(name))
+        if room is None:
+            self.rooms.check_create(name, user.id)
+            try:
+                room_id = yield self.store.create_room(name, user.id, self.now())
+            finally:
+                self.rooms.release(name)
+            room = RoomRow(room_id, name, "", False, None, False, self.now(),
+                           members={user.id: "owner"})
+            self.rooms.add_room(room)
+            log.info("{nick} created {room}", nick=user.nick, room=name)
+            return [self._room_state(room, user), ok()]
+        if user.id in room.members:
+            return [self._room_state(room, user), ok()]
+        password_ok = None
+        if room.password_hash:
+            password_ok = yield self._run_blocking(
+                check_room_password, password or "", room.password_hash
+            )
+        self.rooms.check_join(room, user.id, password_ok)
+        role = "owner" if not room.members else "member"
+        yield self.store.add_member(room.id, user.id, role, self.now())
+        if user.id in room.members:
+            return [self._room_state(room, user), ok()]
+        self.rooms.add_member(room, user.id, role)
+        if self.history_policy(room) == "joined" and room.epoch >= FIRST_EPOCH:
+            # A newcomer may read only what is sent after they joined: the next
+            # message needs an epoch whose key they were given.
+            room.rekey_required = True
+            yield self.store.update_room(room.id, rekey_required=True)
+        self._publish(room, events.joined(room, user.nick, role))
+        return [self._room_state(room, user), ok()]
+
+    @defer.inlineCallbacks
+    def part(self, user: UserRow, name: str, reason: str | None):
+        room = self.rooms.require_member(name, user.id)
+        reason = self._check_text(reason, MAX_REASON_LENGTH, "the reason")
+        yield self._remove(room, user, user, "part", reason, ban=False)
+        return [ok()]
+
+    @defer.inlineCallbacks
+    def kick(self, actor: UserRow, name: str, nick: str, reason: str | None, ban: bool = False):
+        room = self.rooms.require_member(name, actor.id)
+        target = self.accounts.require(nick)
+        reason = self._check_text(reason, MAX_REASON_LENGTH, "the reason")
+        self.rooms.check_act_on(room, actor.id, target.id)
+        if target.id not in room.members and not ban:
+            raise WireError(Code.NOT_MEMBER, f"{target.nick} is not in {room.name}")
+        yield self._remove(room, target, actor, "ban" if ban else "kick", reason, ban)
+        return [ok()]
+
+    @defer.inlineCallbacks
+    def _remove(self, room: RoomRow, target: UserRow, actor: UserRow, how: str, reason: str,
+                ban: bool):
+        was_member = target.id in room.members
+        yield self.store.remove_member(room.id, target.id, actor.id if ban else None, self.now())
+        successor = self.rooms.remove_member(room, target.id, ban)
+        self.requests.remove(room.id, target.id)
+        if was_member:
+            self._publish(room, events.parted(room, target.nick, how, actor.nick, reason),
+                          extra=[target.id])
+        if successor is not None:
+            yield self._set_role(room, successor, "owner", actor)
+        log.info("{actor} {how} {target} from {room}", actor=actor.nick, how=how,
+                 target=target.nick, room=room.name)
+
+    @defer.inlineCallbacks
+    def unban(self, actor: UserRow, name: str, nick: str):
+        room = self.rooms.require_role(name, actor.id, "op", "owner")
+        target = self.accounts.require(nick)
+        yield self.store.unban(room.id, target.id)
+        room.bans.discard(target.id)
+        return [ok()]
+
+    @defer.inlineCallbacks
+    def set_topic(self, actor: UserRow, name: str, topic: str):
+        room = self.rooms.require_role(name, actor.id, "op", "owner")
+        topic = self._check_text(topic, self.rooms.limits.max_topic_length, "the topic")
+        yield self.store.update_room(room.id, topic=topic)
+        room.topic = topic
+        self._publish(room, events.topic(room, actor.nick))
+        return [ok()]
+
+    @defer.inlineCallbacks
+    def set_role(self, actor: UserRow, name: str, nick: str, role: str):
+        room = self.rooms.require_role(name, actor.id, "owner")
+        target = self.accounts.require(nick)
+        if target.id not in room.members:
+            raise WireError(Code.NOT_MEMBER, f"{target.nick} is not in {room.name}")
+        if role not in ("owner", "op", "member"):
+            raise WireError(Code.BAD_ARGUMENTS, "a role is owner, op or member")
+        if target.id == actor.id:
+            raise WireError(Code.NOT_ALLOWED, "give ownership to someone else instead")
+        if role == "owner":
+            yield self._set_role(room, actor.id, "op", actor)
+        yield self._set_role(room, target.id, role, actor)
+        return [ok()]
+
+    @defer.inlineCallbacks
+    def _set_role(self, room: RoomRow, user_id: int, role: str, actor: UserRow):
+        yield self.store.set_role(room.id, user_id, role)
+        room.members[user_id] = role
+        self._publish(room, events.role(room, self._nick(user_id), role, actor.nick))
+
+    @defer.inlineCallbacks
+    def configure(self, actor: UserRow, name: str, setting: str, value: str | None):
+        room = self.rooms.require_role(name, actor.id, "owner")
+        if setting == "invite_only":
+            if value not in ("on", "off"):
+                raise WireError(Code.BAD_ARGUMENTS, "invite_only takes on or off")
+            yield self.store.update_room(room.id, invite_only=value == "on")
+            room.invite_only = value == "on"
+        elif setting == "password":
+            digest = (yield self._run_blocking(hash_room_password, value)) if value else None
+            yield self.store.update_room(room.id, password_hash=digest)
+            room.password_hash = digest
+        else:
+            raise WireError(Code.BAD_ARGUMENTS, "settings are invite_only and password")
+        self._publish(room, events.settings(room, actor.nick, self.history_policy(room)))
+        return [ok()]
+
+    @defer.inlineCallbacks
+    def invite(self, actor: UserRow, name: str, nick: str, signature: bytes):
+        room = self.rooms.require_role(name, actor.id, "op", "owner")
+        target = self.accounts.require(nick)
+        if target.id in room.members:
+            raise WireError(Code.ALREADY_MEMBER, f"{target.nick} is already in {room.name}")
+        fields = invite_signature_fields(room.name, target.nick, target.fingerprint)
+        if not self.accounts.identity(actor).verify(signature, *fields):
+            raise WireError(Code.BAD_SIGNATURE, "the invite is not signed by your identity key")
+        yield self.store.add_invite(room.id, target.id, actor.id, signature, self.now())
+        room.invites[target.id] = (actor.id, signature)
+        self._push(target.id, events.invited(room, actor.nick))
+        return [ok()]
+
+    @defer.inlineCallbacks
+    def delete(self, actor: UserRow, name: str):
+        room = self.rooms.require_role(name, actor.id, "owner")
+        yield self.store.delete_room(room.id)
+        self._publish(room, events.deleted(room, actor.nick))
+        self.rooms.delete_room(room)
+        self.requests.remove_room(room.id)
+        log.info("{nick} deleted {room}", nick=actor.nick, room=room.name)
+        return [ok()]
+
+    def list_rooms(self, user: UserRow):
+        rooms = {r.id: r for r in self.rooms.public_rooms()}
+        rooms.update((r.id, r) for r in self.rooms.rooms_of(user.id))
+        listed = sorted(rooms.values(), key=lambda r: fold(r.name))
+        return [*(events.room_info(r) for r in listed), ok(str(len(listed)))]
+
+    def who(self, user: UserRow, name: str):
+        room = self.rooms.require(name)
+        if room.invite_only and user.id not in room.members:
+            raise WireError(Code.NOT_MEMBER, f"{room.name} is invite-only")
+        lines = []
+        for member_id, role in room.members.items():
+            member = self.accounts.by_id(member_id)
+            invite = room.invites.get(member_id)
+            evidence = (self._nick(invite[0]), invite[1]) if invite else None
+            lines.append(events.member(room, member, role, self.fanout.online(member_id), evidence))
+        return [*lines, ok(str(len(lines)))]
+
+    def user_keys(self, nick: str):
+        return [events.user(self.accounts.require(nick)), ok()]
+
+    # -- messages --------------------------------------------------------------
+
+    def send(self, user: UserRow, name: str, epoch: int, seq: int, message_id: bytes,
+             token: bytes, signature: bytes, acknowledge, connection=None):
+        """Store a message, then C{acknowledge} it, then fan it out, in that order.
+
+        @param acknowledge: called with the reply lines once the row committed.
+        @param connection: the sender's connection, which gets no echo.
+        """
+        room = self.rooms.require_member(name, user.id)
+        if epoch < room.epoch:
+            raise WireError(Code.STALE_EPOCH, f"{room.name} is at epoch {room.epoch}")
+        if self._rekey_due(room):
+            raise WireError(Code.REKEY_REQUIRED, f"{room.name} needs a new key before sending")
+        if epoch != room.epoch:
+            raise WireError(Code.STALE_EPOCH, f"{room.name} is at epoch {room.epoch}")
+        row = MessageRow(room.id, user.id, epoch, seq, message_id, token, signature, self.now())
+        d = self.messages.append(row)
+        d.addCallback(self._stored, room, row, user, acknowledge, connection)
+        return d
+
+    def _stored(self, result, room: RoomRow, row: MessageRow, user: UserRow, acknowledge,
+                connection) -> None:
+        if result.outcome == "duplicate":
+            acknowledge([("DUPLICATE", (str(result.server_seq),))])
+            return
+        if result.outcome == "seq_reused":
+            raise WireError(Code.SEQ_REUSED,
+                            f"seq {row.seq} already carried another message ({result.server_seq})")
+        room.last_seq = max(room.last_seq, result.server_seq)
+        if row.epoch == room.epoch:
+            room.epoch_messages += 1
+        acknowledge([ok(str(result.server_seq))])
+        stored = MessageRow(row.room_id, row.sender_id, row.epoch, row.seq, row.message_id,
+                            row.token, row.signature, row.received, result.server_seq)
+        self._publish(room, events.message(room, stored, user.nick), exclude=connection)
+
+    @defer.inlineCallbacks
+    def history(self, user: UserRow, name: str, direction: str, server_seq: int, limit: int):
+        room = self.rooms.require_member(name, user.id)
+        if direction not in ("before", "after"):
+            raise WireError(Code.BAD_ARGUMENTS, "history goes before or after a seq")
+        limit = min(max(limit, 1), MAX_HISTORY_PAGE)
+        rows = yield self.store.history(
+            room.id, server_seq if direction == "before" else None,
+            server_seq if direction == "after" else None, limit,
+        )
+        return [*(events.message(room, r, self._nick(r.sender_id)) for r in rows),
+                ok(str(len(rows)))]
+
+    @defer.inlineCallbacks
+    def sync(self, user: UserRow, positions: dict[str, int]):
+        """Everything a reconnecting member missed: per room, its state, the
+        epoch records and key wraps they need, and the messages after their
+        last seen seq (up to a page; MORE says where to continue)."""
+        lines = []
+        for room in self.rooms.rooms_of(user.id):
+            after = positions.get(fold(room.name), 0)
+            rows = yield self.store.history(room.id, None, after, SYNC_PAGE)
+            first_epoch = min([r.epoch for r in rows] + [room.epoch])
+            lines.append(self._room_state(room, user))
+            lines.extend((yield self._keys_from(room, user, first_epoch)))
+            lines.extend(events.message(room, r, self._nick(r.sender_id)) for r in rows)
+            if len(rows) == SYNC_PAGE:
+                lines.append(events.more(room, rows[-1].server_seq))
+        return [*lines, ok()]
+
+    @defer.inlineCallbacks
+    def _keys_from(self, room: RoomRow, user: UserRow, from_epoch: int):
+        lines = []
+        for row in (yield self.store.epochs(room.id, from_epoch)):
+            lines.append(events.epoch(room, row, self._nick(row.rotator_id)))
+        for row in (yield self.store.wraps_for(user.id, room.id, from_epoch)):
+            lines.append(events.key(room, row, self._nick(row.wrapper_id)))
+        request = self.requests.get(room.id, user.id)
+        if request is not None and request.withheld_code:
+            lines.append(events.withheld(room, request.epoch, self._nick(request.withheld_by),
+                                         request.withheld_code, request.withheld_text or ""))
+        elif request is not None:
+            lines.append(events.pending(room, room.epoch))
+        return lines
+
+    @defer.inlineCallbacks
+    def epochs(self, user: UserRow, name: str, from_epoch: int):
+        room = self.rooms.require_member(name, user.id)
+        lines = yield self._keys_from(room, user, from_epoch)
+        return [*lines, ok()]
+
+    # -- key directory ---------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def rotate(self, user: UserRow, name: str, epoch: int, record_bytes: bytes,
+               signature: bytes, own_wrap: bytes):
+        room = self.rooms.require_member(name, user.id)
+        if epoch != room.epoch + 1:
+            raise WireError(Code.EPOCH_CONFLICT,
+                            f"{room.name} is at epoch {room.epoch}; fetch it and retry")
+        record = self._check_record(room, user, epoch, record_bytes, signature)
+        self._check_wrap(own_wrap)
+        previous = (room.epoch, room.epoch_record, room.epoch_created, room.epoch_messages,
+                    room.holders, room.rekey_required)
+        room.epoch, room.epoch_record, room.epoch_created = epoch, record_bytes, self.now()
+        room.epoch_messages, room.holders, room.rekey_required = 0, {user.id}, False
+        row = EpochRow(room.id, epoch, user.id, record_bytes, signature)
+        try:
+            yield self.store.add_epoch(row, {user.id: (user.id, own_wrap)}, self.now())
+        except BaseException as error:
+            (room.epoch, room.epoch_record, room.epoch_created, room.epoch_messages,
+             room.holders, room.rekey_required) = previous
+            if isinstance(error, EpochConflict):
+                raise WireError(Code.EPOCH_CONFLICT, f"epoch {epoch} already exists") from None
+            raise
+        self._history[room.id] = record.history
+        self.requests.remove(room.id, user.id)
+        self._publish(room, events.epoch(room, row, user.nick))
+        log.info("{nick} rotated {room} to epoch {epoch} ({reason})", nick=user.nick,
+                 room=room.name, epoch=epoch, reason=record.reason)
+        self._dispatch_requests(room)
+        return [ok(str(epoch))]
+
+    def _check_record(self, room: RoomRow, user: UserRow, epoch: int, data: bytes,
+                      signature: bytes) -> EpochRecord:
+        try:
+            record = EpochRecord.decode(data)
+        except RoomKeyError as error:
+            raise WireError(Code.BAD_EPOCH_RECORD, str(error)) from None
+        previous_hash = (
+            EpochRecord.decode(room.epoch_record).hash() if room.epoch_record else GENESIS_HASH
+        )
+        if (fold(record.room), record.epoch, record.rotator, record.prev_hash) != (
+            fold(room.name), epoch, user.fingerprint, previous_hash
+        ):
+            raise WireError(Code.BAD_EPOCH_RECORD,
+                            "the record names another room, epoch, rotator or previous epoch")
+        if not record.verify(signature, self.accounts.identity(user)):
+            raise WireError(Code.BAD_SIGNATURE, "the epoch record is not signed by you")
+        return record
+
+    @staticmethod
+    def _check_wrap(wrap: bytes) -> None:
+        if len(wrap) != WRAP_BYTES:
+            raise WireError(Code.BAD_ARGUMENTS, f"a wrapped key is {WRAP_BYTES} bytes")
+
+    @defer.inlineCallbacks
+    def wrap(self, user: UserRow, name: str, epoch: int, nick: str, wrapped: bytes):
+        """A holder hands C{nick} the key of C{epoch} (the current one)."""
+        room = self.rooms.require_member(name, user.id)
+        target = self.accounts.require(nick)
+        if target.id not in room.members:
+            raise WireError(Code.NOT_MEMBER, f"{target.nick} is not in {room.name}")
+        if epoch != room.epoch or user.id not in room.holders:
+            raise WireError(Code.STALE_EPOCH,
+                            f"you can hand out only the current key of {room.name}")
+        self._check_wrap(wrapped)
+        row = WrapRow(room.id, epoch, target.id, user.id, wrapped)
+        yield self.store.add_wrap(row)
+        if epoch == room.epoch:
+            room.holders.add(target.id)
+        self.requests.remove(room.id, target.id)
+        self._push(target.id, events.key(room, row, user.nick))
+        self._dispatch_requests(room)
+        return [ok()]
+
+    @defer.inlineCallbacks
+    def request_key(self, user: UserRow, name: str):
+        """File (or renew) the durable request for the current key of a room."""
+        room = self.rooms.require_member(name, user.id)
+        if room.epoch < FIRST_EPOCH:
+            raise WireError(Code.NO_EPOCH, f"{room.name} has no key yet: the next sender makes one")
+        if user.id in room.holders:
+            return [ok(str(room.epoch))]
+        request = WrapRequestRow(room.id, user.id, room.epoch, self.now())
+        yield self.store.put_wrap_request(request)
+        self.requests.put(request)
+        self._dispatch_requests(room)
+        return [events.pending(room, room.epoch), ok(str(room.epoch))]
+
+    @defer.inlineCallbacks
+    def withhold(self, user: UserRow, name: str, epoch: int, nick: str, code: str,
+                 text: str | None):
+        room = self.rooms.require_member(name, user.id)
+        target = self.accounts.require(nick)
+        request = self.requests.get(room.id, target.id)
+        if request is None or request.withheld_code:
+            raise WireError(Code.NO_SUCH_REQUEST, f"{target.nick} is not waiting for a key")
+        text = self._check_text(text, MAX_REASON_LENGTH, "the explanation")
+        withheld = WrapRequestRow(room.id, target.id, epoch, request.created, user.id, code, text)
+        yield self.store.put_wrap_request(withheld)
+        self.requests.put(withheld)
+        self._push(target.id, events.withheld(room, epoch, user.nick, code, text))
+        return [ok()]
+
+
+def _history_of(record: bytes) -> str:
+    if not record:
+        return "joined"
+    try:
+        return EpochRecord.decode(record).history
+    except RoomKeyError:
+        return "joined"

@@ -1,0 +1,529 @@
+# -*- test-case-name: tests.test_sqlite_store -*-
+"""The SQLite store: the default, one file in the data dir.
+
+Every transaction runs on one dedicated connection (SQLite has one writer),
+in WAL mode with synchronous=FULL, so a commit survives power loss before
+the daemon acknowledges it. The schema carries a version number and is
+upgraded in place by the migrations below.
+"""
+
+import os
+import sqlite3
+
+from twisted.enterprise import adbapi
+from twisted.internet import defer
+from zope.interface import implementer
+
+from securechat.constants import PRIVATE_FILE_MODE
+from securechat.server.store import (
+    AppendResult,
+    EpochConflict,
+    EpochRow,
+    IStore,
+    MessageRow,
+    RegistrationTokenInvalid,
+    RoomRow,
+    Snapshot,
+    UserRow,
+    WrapRequestRow,
+    WrapRow,
+)
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS = {
+    1: """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        nick TEXT NOT NULL,
+        folded TEXT NOT NULL UNIQUE,
+        sign_key BLOB NOT NULL,
+        enc_key BLOB NOT NULL,
+        enc_signature BLOB NOT NULL,
+        fingerprint BLOB NOT NULL UNIQUE,
+        created REAL NOT NULL,
+        banned INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE registration_tokens (
+        digest BLOB PRIMARY KEY,
+        created REAL NOT NULL,
+        used_by INTEGER REFERENCES users(id)
+    );
+    CREATE TABLE rooms (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        folded TEXT NOT NULL UNIQUE,
+        topic TEXT NOT NULL DEFAULT '',
+        invite_only INTEGER NOT NULL DEFAULT 0,
+        password_hash BLOB,
+        rekey_required INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL
+    );
+    CREATE TABLE members (
+        room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        role TEXT NOT NULL CHECK (role IN ('owner', 'op', 'member')),
+        joined REAL NOT NULL,
+        PRIMARY KEY (room_id, user_id)
+    );
+    CREATE INDEX members_by_user ON members(user_id);
+    CREATE TABLE bans (
+        room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        banned_by INTEGER NOT NULL REFERENCES users(id),
+        created REAL NOT NULL,
+        PRIMARY KEY (room_id, user_id)
+    );
+    CREATE TABLE invites (
+        room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        inviter_id INTEGER NOT NULL REFERENCES users(id),
+        signature BLOB NOT NULL,
+        created REAL NOT NULL,
+        PRIMARY KEY (room_id, user_id)
+    );
+    CREATE TABLE epochs (
+        room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        epoch INTEGER NOT NULL,
+        rotator_id INTEGER NOT NULL REFERENCES users(id),
+        record BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        created REAL NOT NULL,
+        PRIMARY KEY (room_id, epoch)
+    );
+    CREATE TABLE wraps (
+        room_id INTEGER NOT NULL,
+        epoch INTEGER NOT NULL,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        wrapper_id INTEGER NOT NULL REFERENCES users(id),
+        wrap BLOB NOT NULL,
+        PRIMARY KEY (room_id, epoch, user_id),
+        FOREIGN KEY (room_id, epoch) REFERENCES epochs(room_id, epoch) ON DELETE CASCADE
+    );
+    CREATE INDEX wraps_by_user ON wraps(user_id, room_id, epoch);
+    CREATE TABLE wrap_requests (
+        room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        epoch INTEGER NOT NULL,
+        created REAL NOT NULL,
+        withheld_by INTEGER REFERENCES users(id),
+        withheld_code TEXT,
+        withheld_text TEXT,
+        PRIMARY KEY (room_id, user_id)
+    );
+    CREATE TABLE messages (
+        room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        server_seq INTEGER NOT NULL,
+        sender_id INTEGER NOT NULL REFERENCES users(id),
+        epoch INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        message_id BLOB NOT NULL,
+        token BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        received REAL NOT NULL,
+        PRIMARY KEY (room_id, server_seq),
+        UNIQUE (room_id, sender_id, seq)
+    ) WITHOUT ROWID;
+    """,
+}
+
+_ROOM_COLUMNS = {"topic", "invite_only", "password_hash", "rekey_required"}
+
+
+def configure_connection(connection) -> None:
+    """Per-connection settings: durability first, then integrity."""
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.execute("PRAGMA busy_timeout=5000")
+
+
+def create_private_file(path: str) -> None:
+    """Make sure the database file exists and is owner-only before SQLite opens it;
+    SQLite gives its -wal and -shm files the same mode."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    os.fchmod(fd, PRIVATE_FILE_MODE)
+    os.close(fd)
+
+
+def schema_version(txn) -> int:
+    txn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    txn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+    row = txn.fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(txn) -> int:
+    """Bring the schema up to SCHEMA_VERSION; refuse a database from the future."""
+    version = schema_version(txn)
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"the database has schema version {version}; this securechat knows up to "
+            f"{SCHEMA_VERSION}: upgrade securechat"
+        )
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in MIGRATIONS[target].split(";"):
+            if statement.strip():
+                txn.execute(statement)
+        txn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(target),)
+        )
+    return SCHEMA_VERSION
+
+
+class InlineRunner:
+    """Runs each interaction at once on one connection: for tools and tests
+    that have no reactor thread pool. Same contract as adbapi's pool."""
+
+    def __init__(self, path: str):
+        if path != ":memory:":
+            create_private_file(path)
+        self.connection = sqlite3.connect(path)
+        configure_connection(self.connection)
+
+    def runInteraction(self, interaction, *args, **kwargs):  # noqa: N802
+        cursor = self.connection.cursor()
+        try:
+            result = interaction(cursor, *args, **kwargs)
+        except BaseException:
+            self.connection.rollback()
+            return defer.fail()
+        self.connection.commit()
+        return defer.succeed(result)
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def open_pool(path: str) -> adbapi.ConnectionPool:
+    """The daemon's runner: one connection on one thread, as SQLite needs."""
+    create_private_file(path)
+    return adbapi.ConnectionPool(
+        "sqlite3",
+        path,
+        check_same_thread=False,
+        cp_min=1,
+        cp_max=1,
+        cp_openfun=configure_connection,
+    )
+
+
+@implementer(IStore)
+class SQLiteStore:
+    def __init__(self, runner):
+        self._runner = runner
+
+    def _run(self, interaction, *args, **kwargs):
+        return self._runner.runInteraction(interaction, *args, **kwargs)
+
+    def close(self):
+        return defer.maybeDeferred(self._runner.close)
+
+    # -- loading -------------------------------------------------------------
+
+    def load(self):
+        return self._run(_load)
+
+    # -- accounts ------------------------------------------------------------
+
+    def add_user(self, user: UserRow, now: float, token_digest: bytes | None):
+        return self._run(_add_user, user, now, token_digest)
+
+    def add_registration_token(self, digest: bytes, now: float):
+        return self._run(
+            lambda t: t.execute(
+                "INSERT INTO registration_tokens (digest, created) VALUES (?, ?)", (digest, now)
+            )
+        )
+
+    def set_user_banned(self, user_id: int, banned: bool):
+        return self._run(
+            lambda t: t.execute("UPDATE users SET banned = ? WHERE id = ?", (int(banned), user_id))
+        )
+
+    # -- rooms ---------------------------------------------------------------
+
+    def create_room(self, name: str, owner_id: int, now: float):
+        return self._run(_create_room, name, owner_id, now)
+
+    def add_member(self, room_id: int, user_id: int, role: str, now: float):
+        return self._run(
+            lambda t: t.execute(
+                "INSERT INTO members (room_id, user_id, role, joined) VALUES (?, ?, ?, ?)",
+                (room_id, user_id, role, now),
+            )
+        )
+
+    def remove_member(self, room_id: int, user_id: int, banned_by: int | None, now: float):
+        def interaction(txn):
+            txn.execute("DELETE FROM members WHERE room_id = ? AND user_id = ?", (room_id, user_id))
+            txn.execute("DELETE FROM invites WHERE room_id = ? AND user_id = ?", (room_id, user_id))
+            txn.execute(
+                "DELETE FROM wrap_requests WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+            )
+            txn.execute("UPDATE rooms SET rekey_required = 1 WHERE id = ?", (room_id,))
+            if banned_by is not None:
+                txn.execute(
+                    "INSERT OR REPLACE INTO bans (room_id, user_id, banned_by, created) "
+                    "VALUES (?, ?, ?, ?)",
+                    (room_id, user_id, banned_by, now),
+                )
+
+        return self._run(interaction)
+
+    def unban(self, room_id: int, user_id: int):
+        return self._run(
+            lambda t: t.execute(
+                "DELETE FROM bans WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+            )
+        )
+
+    def set_role(self, room_id: int, user_id: int, role: str):
+        return self._run(
+            lambda t: t.execute(
+                "UPDATE members SET role = ? WHERE room_id = ? AND user_id = ?",
+                (role, room_id, user_id),
+            )
+        )
+
+    def update_room(self, room_id: int, **columns):
+        unknown = set(columns) - _ROOM_COLUMNS
+        if unknown or not columns:
+            raise ValueError(f"cannot update room columns {sorted(unknown) or 'none'}")
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        values = [int(v) if isinstance(v, bool) else v for v in columns.values()]
+        return self._run(
+            lambda t: t.execute(f"UPDATE rooms SET {assignments} WHERE id = ?", (*values, room_id))
+        )
+
+    def add_invite(self, room_id: int, user_id: int, inviter_id: int, signature: bytes, now: float):
+        return self._run(
+            lambda t: t.execute(
+                "INSERT OR REPLACE INTO invites (room_id, user_id, inviter_id, signature, created)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (room_id, user_id, inviter_id, signature, now),
+            )
+        )
+
+    def delete_room(self, room_id: int):
+        def interaction(txn):
+            txn.execute("DELETE FROM wraps WHERE room_id = ?", (room_id,))
+            txn.execute("DELETE FROM rooms WHERE id = ?", (room_id,))
+
+        return self._run(interaction)
+
+    # -- messages ------------------------------------------------------------
+
+    def append_messages(self, rows: list[MessageRow]):
+        return self._run(_append_messages, rows)
+
+    def history(self, room_id: int, before: int | None, after: int | None, limit: int):
+        return self._run(_history, room_id, before, after, limit)
+
+    # -- key directory -------------------------------------------------------
+
+    def add_epoch(self, row: EpochRow, wraps: dict[int, tuple[int, bytes]], now: float):
+        return self._run(_add_epoch, row, wraps, now)
+
+    def add_wrap(self, row: WrapRow):
+        def interaction(txn):
+            txn.execute(
+                "INSERT OR REPLACE INTO wraps (room_id, epoch, user_id, wrapper_id, wrap)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (row.room_id, row.epoch, row.user_id, row.wrapper_id, row.wrap),
+            )
+            txn.execute(
+                "DELETE FROM wrap_requests WHERE room_id = ? AND user_id = ? AND epoch <= ?",
+                (row.room_id, row.user_id, row.epoch),
+            )
+
+        return self._run(interaction)
+
+    def epochs(self, room_id: int, from_epoch: int):
+        def interaction(txn):
+            txn.execute(
+                "SELECT room_id, epoch, rotator_id, record, signature FROM epochs"
+                " WHERE room_id = ? AND epoch >= ? ORDER BY epoch",
+                (room_id, from_epoch),
+            )
+            return [EpochRow(*r) for r in txn.fetchall()]
+
+        return self._run(interaction)
+
+    def wraps_for(self, user_id: int, room_id: int, from_epoch: int):
+        def interaction(txn):
+            txn.execute(
+                "SELECT room_id, epoch, user_id, wrapper_id, wrap FROM wraps"
+                " WHERE user_id = ? AND room_id = ? AND epoch >= ? ORDER BY epoch",
+                (user_id, room_id, from_epoch),
+            )
+            return [WrapRow(*r) for r in txn.fetchall()]
+
+        return self._run(interaction)
+
+    def put_wrap_request(self, row: WrapRequestRow):
+        return self._run(
+            lambda t: t.execute(
+                "INSERT OR REPLACE INTO wrap_requests (room_id, user_id, epoch, created,"
+                " withheld_by, withheld_code, withheld_text) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row.room_id, row.user_id, row.epoch, row.created, row.withheld_by,
+                 row.withheld_code, row.withheld_text),
+            )
+        )
+
+    def delete_wrap_request(self, room_id: int, user_id: int):
+        return self._run(
+            lambda t: t.execute(
+                "DELETE FROM wrap_requests WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+            )
+        )
+
+
+# -- interactions (run on the database thread) ---------------------------------
+
+
+def _load(txn) -> Snapshot:
+    migrate(txn)
+    txn.execute(
+        "SELECT id, nick, sign_key, enc_key, enc_signature, fingerprint, banned FROM users"
+    )
+    users = [UserRow(*r[:6], banned=bool(r[6])) for r in txn.fetchall()]
+    txn.execute(
+        "SELECT id, name, topic, invite_only, password_hash, rekey_required, created FROM rooms"
+    )
+    rooms = {
+        r[0]: RoomRow(r[0], r[1], r[2], bool(r[3]), r[4], bool(r[5]), r[6])
+        for r in txn.fetchall()
+    }
+    txn.execute("SELECT room_id, user_id, role FROM members")
+    for room_id, user_id, role in txn.fetchall():
+        rooms[room_id].members[user_id] = role
+    txn.execute("SELECT room_id, user_id FROM bans")
+    for room_id, user_id in txn.fetchall():
+        rooms[room_id].bans.add(user_id)
+    txn.execute("SELECT room_id, user_id, inviter_id, signature FROM invites")
+    for room_id, user_id, inviter_id, signature in txn.fetchall():
+        rooms[room_id].invites[user_id] = (inviter_id, signature)
+    txn.execute("SELECT room_id, MAX(epoch) FROM epochs GROUP BY room_id")
+    for room_id, epoch in txn.fetchall():
+        room = rooms[room_id]
+        room.epoch = epoch
+        txn.execute(
+            "SELECT created, record FROM epochs WHERE room_id = ? AND epoch = ?", (room_id, epoch)
+        )
+        room.epoch_created, room.epoch_record = txn.fetchone()
+        txn.execute(
+            "SELECT COUNT(*) FROM messages WHERE room_id = ? AND epoch = ?", (room_id, epoch)
+        )
+        room.epoch_messages = txn.fetchone()[0]
+        txn.execute("SELECT user_id FROM wraps WHERE room_id = ? AND epoch = ?", (room_id, epoch))
+        room.holders = {r[0] for r in txn.fetchall()}
+    txn.execute("SELECT room_id, MAX(server_seq) FROM messages GROUP BY room_id")
+    for room_id, last_seq in txn.fetchall():
+        rooms[room_id].last_seq = last_seq
+    txn.execute(
+        "SELECT room_id, user_id, epoch, created, withheld_by, withheld_code, withheld_text"
+        " FROM wrap_requests"
+    )
+    requests = [WrapRequestRow(*r) for r in txn.fetchall()]
+    return Snapshot(users, list(rooms.values()), requests)
+
+
+def _add_user(txn, user: UserRow, now: float, token_digest: bytes | None) -> int:
+    txn.execute(
+        "INSERT INTO users (nick, folded, sign_key, enc_key, enc_signature, fingerprint, created)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (user.nick, user.nick.casefold(), user.sign_key, user.enc_key, user.enc_signature,
+         user.fingerprint, now),
+    )
+    user_id = txn.lastrowid
+    if token_digest is not None:
+        txn.execute(
+            "UPDATE registration_tokens SET used_by = ? WHERE digest = ? AND used_by IS NULL",
+            (user_id, token_digest),
+        )
+        if txn.rowcount != 1:
+            raise RegistrationTokenInvalid()
+    return user_id
+
+
+def _create_room(txn, name: str, owner_id: int, now: float) -> int:
+    txn.execute(
+        "INSERT INTO rooms (name, folded, created) VALUES (?, ?, ?)", (name, name.casefold(), now)
+    )
+    room_id = txn.lastrowid
+    txn.execute(
+        "INSERT INTO members (room_id, user_id, role, joined) VALUES (?, ?, 'owner', ?)",
+        (room_id, owner_id, now),
+    )
+    return room_id
+
+
+def _append_messages(txn, rows: list[MessageRow]) -> list[AppendResult]:
+    results = []
+    for row in rows:
+        txn.execute(
+            "SELECT server_seq, message_id FROM messages"
+            " WHERE room_id = ? AND sender_id = ? AND seq = ?",
+            (row.room_id, row.sender_id, row.seq),
+        )
+        existing = txn.fetchone()
+        if existing is not None:
+            outcome = "duplicate" if existing[1] == row.message_id else "seq_reused"
+            results.append(AppendResult(outcome, existing[0]))
+            continue
+        txn.execute(
+            "SELECT COALESCE(MAX(server_seq), 0) + 1 FROM messages WHERE room_id = ?",
+            (row.room_id,),
+        )
+        server_seq = txn.fetchone()[0]
+        txn.execute(
+            "INSERT INTO messages (room_id, server_seq, sender_id, epoch, seq, message_id, token,"
+            " signature, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.room_id, server_seq, row.sender_id, row.epoch, row.seq, row.message_id,
+             row.token, row.signature, row.received),
+        )
+        results.append(AppendResult("stored", server_seq))
+    return results
+
+
+_MESSAGE_COLUMNS = (
+    "room_id, sender_id, epoch, seq, message_id, token, signature, received, server_seq"
+)
+
+
+def _history(txn, room_id: int, before: int | None, after: int | None, limit: int):
+    if after is not None:
+        txn.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND server_seq > ?"
+            " ORDER BY server_seq LIMIT ?",
+            (room_id, after, limit),
+        )
+        return [MessageRow(*r) for r in txn.fetchall()]
+    txn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND server_seq < ?"
+        " ORDER BY server_seq DESC LIMIT ?",
+        (room_id, before if before is not None else 2**63 - 1, limit),
+    )
+    return [MessageRow(*r) for r in reversed(txn.fetchall())]
+
+
+def _add_epoch(txn, row: EpochRow, wraps: dict[int, tuple[int, bytes]], now: float) -> None:
+    try:
+        txn.execute(
+            "INSERT INTO epochs (room_id, epoch, rotator_id, record, signature, created)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (row.room_id, row.epoch, row.rotator_id, row.record, row.signature, now),
+        )
+    except sqlite3.IntegrityError:
+        raise EpochConflict() from None
+    txn.executemany(
+        "INSERT INTO wraps (room_id, epoch, user_id, wrapper_id, wrap) VALUES (?, ?, ?, ?, ?)",
+        [(row.room_id, row.epoch, user_id, wrapper_id, wrap)
+         for user_id, (wrapper_id, wrap) in wraps.items()],
+    )
+    txn.execute("UPDATE rooms SET rekey_required = 0 WHERE id = ?", (row.room_id,))
+    txn.executemany(
+        "DELETE FROM wrap_requests WHERE room_id = ? AND user_id = ?",
+        [(row.room_id, user_id) for user_id in wraps],
+    )

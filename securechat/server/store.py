@@ -1,0 +1,186 @@
+# -*- test-case-name: tests.test_sqlite_store -*-
+"""The store interface: every byte the daemon keeps goes through it.
+
+Room logic never sees SQL; a PostgreSQL store can implement the same
+interface. Every method returns a Deferred that fires after its transaction
+has committed, and the daemon acknowledges nothing before that.
+"""
+
+from dataclasses import dataclass, field
+
+from zope.interface import Interface
+
+
+class EpochConflict(Exception):
+    """Another member published this epoch first."""
+
+
+class RegistrationTokenInvalid(Exception):
+    """The registration token is unknown or already used."""
+
+
+@dataclass
+class UserRow:
+    id: int
+    nick: str
+    sign_key: bytes
+    enc_key: bytes
+    enc_signature: bytes
+    fingerprint: bytes
+    banned: bool = False
+
+
+@dataclass
+class RoomRow:
+    id: int
+    name: str
+    topic: str
+    invite_only: bool
+    password_hash: bytes | None
+    rekey_required: bool
+    created: float
+    members: dict[int, str] = field(default_factory=dict)
+    bans: set[int] = field(default_factory=set)
+    invites: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    epoch: int = 0
+    epoch_record: bytes = b""
+    epoch_created: float = 0.0
+    epoch_messages: int = 0
+    holders: set[int] = field(default_factory=set)
+    last_seq: int = 0
+
+
+@dataclass
+class WrapRequestRow:
+    room_id: int
+    user_id: int
+    epoch: int
+    created: float
+    withheld_by: int | None = None
+    withheld_code: str | None = None
+    withheld_text: str | None = None
+
+
+@dataclass
+class Snapshot:
+    """Everything the daemon keeps in memory, as loaded at start."""
+
+    users: list[UserRow]
+    rooms: list[RoomRow]
+    wrap_requests: list[WrapRequestRow]
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    room_id: int
+    sender_id: int
+    epoch: int
+    seq: int
+    message_id: bytes
+    token: bytes
+    signature: bytes
+    received: float
+    server_seq: int = 0
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What became of one appended message.
+
+    @ivar outcome: "stored", "duplicate" (this exact message was stored
+        before) or "seq_reused" (the sender's seq was used by another message).
+    """
+
+    outcome: str
+    server_seq: int
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    room_id: int
+    epoch: int
+    rotator_id: int
+    record: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class WrapRow:
+    room_id: int
+    epoch: int
+    user_id: int
+    wrapper_id: int
+    wrap: bytes
+
+
+class IStore(Interface):
+    """Durable state. Each method is one transaction; each returns a Deferred."""
+
+    def load():
+        """Fire with a L{Snapshot} of users, rooms and pending wrap requests."""
+
+    def close():
+        """Finish in-flight transactions and close the database."""
+
+    def add_user(user, now, token_digest):
+        """Insert C{user} (id ignored), consuming C{token_digest} if given; fire with the id.
+        Fails with L{RegistrationTokenInvalid} if the token is unknown or used."""
+
+    def add_registration_token(digest, now):
+        """Store a registration token's digest."""
+
+    def set_user_banned(user_id, banned):
+        """Ban or unban an account server-wide."""
+
+    def create_room(name, owner_id, now):
+        """Insert a room with its owner as first member; fire with the room id."""
+
+    def add_member(room_id, user_id, role, now):
+        """Add a member; their invite, if any, stays as evidence for key holders."""
+
+    def remove_member(room_id, user_id, banned_by, now):
+        """Remove a member; ban them too when C{banned_by} is a user id.
+        Drops their invite and flags the room as needing a new key."""
+
+    def unban(room_id, user_id):
+        """Lift a ban."""
+
+    def set_role(room_id, user_id, role):
+        """Change a member's role."""
+
+    def update_room(room_id, **columns):
+        """Set topic, invite_only, password_hash or rekey_required."""
+
+    def add_invite(room_id, user_id, inviter_id, signature, now):
+        """Record a signed invite."""
+
+    def delete_room(room_id):
+        """Delete a room and everything in it."""
+
+    def append_messages(rows):
+        """Store a batch of L{MessageRow}s in one transaction, assigning each
+        room's next server_seq; fire with an L{AppendResult} per row."""
+
+    def history(room_id, before, after, limit):
+        """Fire with up to C{limit} L{MessageRow}s with server_seq < before
+        (newest first, returned oldest first) or > after (oldest first)."""
+
+    def add_epoch(row, wraps, now):
+        """Insert an epoch record with its wraps ({user_id: (wrapper_id, wrap)}),
+        clear the room's rekey flag and resolve wrap requests the wraps answer.
+        Fails with L{EpochConflict} if the epoch exists."""
+
+    def add_wrap(row):
+        """Store one wrap and resolve the matching wrap request."""
+
+    def epochs(room_id, from_epoch):
+        """Fire with the room's L{EpochRow}s from C{from_epoch} on."""
+
+    def wraps_for(user_id, room_id, from_epoch):
+        """Fire with the L{WrapRow}s addressed to a user in a room."""
+
+    def put_wrap_request(row):
+        """Insert or replace a user's wrap request for a room."""
+
+    def delete_wrap_request(room_id, user_id):
+        """Drop a wrap request."""
