@@ -44,6 +44,7 @@ class ScriptedClient:
         self.protocol = factory.buildProtocol(None)
         self.protocol.makeConnection(self.transport)
         self.counter = 0
+        self.backlog = []
         hello = self.frames()[0]
         self.nonce = SERVER_VERBS["HELLO"].bind(hello)["nonce"]
 
@@ -51,7 +52,8 @@ class ScriptedClient:
         """Everything received since last asked, parsed."""
         data = self.transport.value()
         self.transport.clear()
-        return [parse_line(line) for line in data.split(b"\n")[:-1]]
+        backlog, self.backlog = self.backlog, []
+        return backlog + [parse_line(line) for line in data.split(b"\n")[:-1]]
 
     def send(self, verb, *args):
         """Send one request; @return: its request id."""
@@ -102,7 +104,8 @@ class Server:
             frames = client.register(name)
         else:
             frames = client.login(name)
-        assert frames[-1].verb == "OK", frames
+        assert frames[0].verb == "OK", frames
+        client.backlog = frames[1:]
         return client
 
 

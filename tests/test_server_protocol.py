@@ -8,10 +8,18 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from securechat.constants import PROTOCOL_NAME, PROTOCOL_VERSION
+from securechat.constants import (
+    MAX_LINE_AUTHENTICATED,
+    PROTOCOL_NAME,
+    PROTOCOL_VERSION,
+    RATE_BURST_LINES,
+    RATE_LINES_PER_SECOND,
+)
+from securechat.server.passwords import new_registration_token, token_digest
 from securechat.server.protocol import ServerFactory
-from securechat.wire import SERVER_VERBS, parse_line
-from tests.serverharness import make_service
+from securechat.wire import SERVER_VERBS, b64encode, parse_line
+from tests.identities import identity
+from tests.serverharness import Server, make_service
 
 
 class ServerProtocolTests(SynchronousTestCase):
@@ -56,3 +64,82 @@ class ServerProtocolTests(SynchronousTestCase):
         messages = [formatEvent(e) for e in events]
         self.assertIn("connection from 127.0.0.1:5555 closed: Connection was closed cleanly: bye.", messages)
         self.assertIn("connection from 10.0.0.7:4242", messages)
+
+
+class LoginTests(SynchronousTestCase):
+    def setUp(self):
+        self.server = Server()
+
+    def test_register_logs_in_and_raises_line_limit(self):
+        """Registration answers with the nick and the rate limits, and lifts the line limit."""
+        client = self.server.connect()
+        [ok] = client.register("alice")
+        self.assertEqual(ok.args, ("alice", str(RATE_LINES_PER_SECOND), str(RATE_BURST_LINES)))
+        self.assertEqual(client.protocol.max_line_length, MAX_LINE_AUTHENTICATED)
+
+    def test_greeting_nonce_is_fresh(self):
+        """Every connection gets its own 32-byte login nonce."""
+        nonces = {self.server.connect().nonce for _ in range(3)}
+        self.assertEqual(len(nonces), 3)
+        self.assertEqual({len(n) for n in nonces}, {32})
+
+    def test_login_signature_from_another_session_refused(self):
+        """A login signature made on one connection is refused on another."""
+        self.server.user("alice")
+        first, second = self.server.connect(), self.server.connect()
+        replayed = first.login_signature("alice", "alice")
+        [error] = second.request("LOGIN", "alice", replayed)
+        self.assertEqual(error.args[0], "AUTH_FAILED")
+        [ok] = first.request("LOGIN", "alice", replayed)
+        self.assertEqual(ok.verb, "OK")
+
+    def test_login_with_another_key_refused(self):
+        """Bob's key cannot log in as alice."""
+        self.server.user("alice")
+        client = self.server.connect()
+        [error] = client.request("LOGIN", "alice", client.login_signature("bob", "alice"))
+        self.assertEqual(error.args[0], "AUTH_FAILED")
+
+    def test_register_refusals(self):
+        """Taken nicks (any case), reused keys and signatures by another key are refused."""
+        self.server.user("alice")
+        self.assertEqual(self.server.connect().register("carol", "ALICE")[0].args[0], "NICK_TAKEN")
+        self.assertEqual(self.server.connect().register("alice", "alice2")[0].args[0], "KEY_IN_USE")
+        client = self.server.connect()
+        public = identity("bob").public
+        [error] = client.request(
+            "REGISTER", "bob", b64encode(public.sign_der), b64encode(public.enc_der),
+            b64encode(public.enc_signature), client.login_signature("carol", "bob"),
+        )
+        self.assertEqual(error.args[0], "AUTH_FAILED")
+        [error] = client.request("REGISTER", "bob", "AAAA", "AAAA", "AAAA", "AAAA")
+        self.assertEqual(error.args[0], "BAD_KEY")
+
+    def test_token_registration(self):
+        """Under the token policy a token is needed and works once."""
+        server = Server(registration="token")
+        token = new_registration_token()
+        server.service.store.add_registration_token(token_digest(token), 0.0)
+        self.assertEqual(server.connect().register("bob")[0].args[0], "BAD_REGISTRATION_TOKEN")
+        self.assertEqual(server.connect().register("bob", token=token)[0].verb, "OK")
+        self.assertEqual(server.connect().register("carol", token=token)[0].args[0],
+                         "BAD_REGISTRATION_TOKEN")
+        self.assertIsNone(server.service.accounts.find("carol"))
+
+    def test_closed_registration(self):
+        """A closed server registers nobody."""
+        server = Server(registration="closed")
+        self.assertEqual(server.connect().register("bob")[0].args[0], "REGISTRATION_CLOSED")
+
+    def test_no_second_login(self):
+        """A logged-in connection cannot log in or register again."""
+        client = self.server.user("alice")
+        [error] = client.login("alice")
+        self.assertEqual(error.args[0], "ALREADY_AUTHENTICATED")
+
+    def test_pre_login_line_limit(self):
+        """Before login a line over 4 KiB closes the connection after TOO_LONG."""
+        client = self.server.connect()
+        client.protocol.dataReceived(b"PING 1 " + b"A" * 5000 + b"\n")
+        self.assertEqual(client.frames()[0].args[0], "TOO_LONG")
+        self.assertTrue(client.transport.disconnecting)

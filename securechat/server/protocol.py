@@ -104,11 +104,11 @@ class ServerProtocol(LineProtocol):
     def _logged_in(self, request_id: str, user) -> None:
         self.user = user
         self.max_line_length = MAX_LINE_AUTHENTICATED
-        self.service.attach(user, self)
         self.log.info("{peer.host}:{peer.port} logged in as {nick}", peer=self.peer,
                       nick=user.nick)
         self.reply(request_id, [("OK", (user.nick, str(RATE_LINES_PER_SECOND),
                                         str(RATE_BURST_LINES)))])
+        self.service.attach(user, self)
 
     def handle_register(self, request_id, nick, sign_key, enc_key, enc_signature,
                         login_signature, token):

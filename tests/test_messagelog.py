@@ -1,0 +1,84 @@
+"""Tests for securechat.server.messagelog: group commit, ack after commit."""
+
+from twisted.internet import defer, task
+from twisted.trial.unittest import SynchronousTestCase
+
+from securechat.server.messagelog import MessageLog
+from securechat.server.store import AppendResult, MessageRow
+
+
+class ControlledStore:
+    """A store whose commits finish only when the test says so."""
+
+    def __init__(self):
+        self.batches = []
+        self.pending = []
+
+    def append_messages(self, rows):
+        self.batches.append(list(rows))
+        d = defer.Deferred()
+        self.pending.append((rows, d))
+        return d
+
+    def commit(self):
+        rows, d = self.pending.pop(0)
+        d.callback([AppendResult("stored", row.seq) for row in rows])
+
+    def fail(self):
+        _, d = self.pending.pop(0)
+        d.errback(OSError("disk full"))
+
+
+def row(seq):
+    return MessageRow(1, 1, 1, seq, b"m", b"t", b"s", 0.0)
+
+
+class MessageLogTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = task.Clock()
+        self.store = ControlledStore()
+        self.log = MessageLog(self.store, self.clock)
+
+    def test_one_transaction_per_turn(self):
+        """Messages appended in the same reactor turn share one transaction."""
+        results = [self.log.append(row(n)) for n in range(3)]
+        self.assertEqual(self.store.batches, [])
+        self.clock.advance(0)
+        self.assertEqual(len(self.store.batches), 1)
+        self.assertEqual(len(self.store.batches[0]), 3)
+        self.assertFalse(any(r.called for r in results))
+        self.store.commit()
+        self.assertEqual([self.successResultOf(r).server_seq for r in results], [0, 1, 2])
+
+    def test_nothing_fires_before_commit(self):
+        """No result fires while its transaction is still open; later rows wait their turn."""
+        first = self.log.append(row(1))
+        self.clock.advance(0)
+        second = self.log.append(row(2))
+        self.clock.advance(0)
+        self.assertEqual(len(self.store.batches), 1)
+        self.assertNoResult(first)
+        self.store.commit()
+        self.successResultOf(first)
+        self.assertNoResult(second)
+        self.assertEqual(len(self.store.batches), 2)
+        self.store.commit()
+        self.successResultOf(second)
+
+    def test_failed_commit_fails_every_row(self):
+        """If the transaction fails, every row in it fails; none is acknowledged."""
+        results = [self.log.append(row(n)) for n in range(2)]
+        self.clock.advance(0)
+        self.store.fail()
+        for result in results:
+            self.failureResultOf(result, OSError)
+        self.flushLoggedErrors(OSError)
+
+    def test_drain_waits_for_queued(self):
+        """drain() returns only after queued and in-flight rows have committed."""
+        result = self.log.append(row(1))
+        drained = self.log.drain()
+        self.assertNoResult(drained)
+        self.store.commit()
+        self.successResultOf(result)
+        self.successResultOf(drained)
