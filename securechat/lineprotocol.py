@@ -71,9 +71,7 @@ class LineProtocol(LineOnlyReceiver):
                     Code.UNKNOWN_COMMAND, f"unknown command {frame.verb}", request_id
                 )
             self.authorize(frame.verb, request_id)
-            result = getattr(self, "handle_" + frame.verb.lower())(
-                request_id, **verb.bind(frame)
-            )
+            result = self.dispatch(frame.verb, request_id, verb.bind(frame))
         except WireError as error:
             if error.request_id == NO_REQUEST_ID:
                 error = error.with_request_id(request_id)
@@ -83,6 +81,10 @@ class LineProtocol(LineOnlyReceiver):
         else:
             if isinstance(result, defer.Deferred):
                 result.addErrback(self._handler_failed, request_id)
+
+    def dispatch(self, verb: str, request_id: str, args: dict):
+        """Call ``handle_<verb>(request_id, **args)``; may return a Deferred."""
+        return getattr(self, "handle_" + verb.lower())(request_id, **args)
 
     def authorize(self, verb: str, request_id: str) -> None:
         """Raise a WireError if the peer may not use C{verb} yet; anything goes by default."""

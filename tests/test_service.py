@@ -11,7 +11,7 @@ from securechat.constants import ROTATE_AFTER_MESSAGES, ROTATE_AFTER_SECONDS
 from securechat.crypto.envelope import MessageHeader, seal
 from securechat.crypto.roomkeys import EpochRecord, new_epoch, new_room_key, wrap_key
 from securechat.server.rooms import RoomLimits
-from securechat.server.service import invite_signature_fields
+from securechat.crypto.identity import invite_signature, verify_invite
 from securechat.wire import b64encode
 from tests.identities import identity
 from tests.serverharness import Server, decode, verbs_of
@@ -133,17 +133,18 @@ class RoomTests(SynchronousTestCase):
         self.alice.request("JOIN", "#ops")
         self.alice.request("SET", "#ops", "invite_only", "on")
         self.assertEqual(error_code(self.bob.request("JOIN", "#ops")), "INVITE_ONLY")
-        fields = invite_signature_fields("#ops", "bob", identity("bob").fingerprint)
-        forged = identity("carol").sign(*fields)
+        forged = invite_signature(identity("carol"), "#ops", "bob", identity("bob").public)
         self.assertEqual(error_code(self.alice.request("INVITE", "#ops", "bob", b64encode(forged))),
                          "BAD_SIGNATURE")
-        self.alice.request("INVITE", "#ops", "bob", b64encode(identity("alice").sign(*fields)))
+        signature = invite_signature(identity("alice"), "#ops", "bob", identity("bob").public)
+        self.alice.request("INVITE", "#ops", "bob", b64encode(signature))
         self.assertEqual(verbs_of(self.bob.frames()), ["INVITED"])
         self.assertEqual(verbs_of(self.bob.request("JOIN", "#ops"))[-1], "OK")
         self.assertEqual(error_code(carol.request("JOIN", "#ops")), "INVITE_ONLY")
         members = {decode(f)["nick"]: decode(f) for f in self.alice.request("WHO", "#ops")[:-1]}
         self.assertEqual(members["bob"]["inviter"], "alice")
-        self.assertTrue(identity("alice").public.verify(members["bob"]["invite_signature"], *fields))
+        self.assertTrue(verify_invite(identity("alice").public, members["bob"]["invite_signature"],
+                                      "#ops", "bob", identity("bob").public))
 
     def test_password_room(self):
         """A room password is required to join, and only a hash of it is stored."""

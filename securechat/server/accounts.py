@@ -5,7 +5,7 @@ Pure state: no sockets, no database; the service persists what this decides.
 """
 
 from securechat.crypto.identity import IdentityError, PublicIdentity, verify_login
-from securechat.server.names import check_nick, fold
+from securechat.names import check_nick, fold
 from securechat.server.passwords import token_digest
 from securechat.server.store import UserRow
 from securechat.wire import Code, WireError

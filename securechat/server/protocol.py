@@ -19,7 +19,7 @@ from securechat.constants import (
 )
 from securechat.crypto.identity import verify_login
 from securechat.lineprotocol import LineProtocol, tls_exporter
-from securechat.server.names import fold
+from securechat.names import fold
 from securechat.wire import CLIENT_VERBS, NO_REQUEST_ID, Code, WireError, b64encode
 
 GREETING_TEXT = "securechat ready; the protocol is described in docs/protocol.md"

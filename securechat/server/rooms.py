@@ -8,7 +8,7 @@ whether an operation is allowed, persists it, then applies it here.
 from dataclasses import dataclass
 
 from securechat.constants import MAX_MEMBERS_PER_ROOM, MAX_ROOMS_PER_USER, MAX_TOPIC_LENGTH
-from securechat.server.names import check_room, fold
+from securechat.names import check_room, fold
 from securechat.server.store import RoomRow
 from securechat.wire import Code, WireError
 

@@ -23,13 +23,13 @@ from securechat.constants import (
     SYNC_PAGE,
     WRAP_BYTES,
 )
-from securechat.crypto import transcript as ctx
+from securechat.crypto.identity import verify_invite
 from securechat.crypto.roomkeys import FIRST_EPOCH, GENESIS_HASH, EpochRecord, RoomKeyError
 from securechat.server import events
 from securechat.server.accounts import AccountRegistry, public_identity
 from securechat.server.fanout import LocalFanOut
 from securechat.server.messagelog import MessageLog
-from securechat.server.names import check_room, fold
+from securechat.names import check_room, fold
 from securechat.server.passwords import check_room_password, hash_room_password
 from securechat.server.rooms import RoomLimits, RoomRegistry
 from securechat.server.store import (
@@ -59,11 +59,6 @@ class ServiceSettings:
     server_name: str
     registration: str = "open"
     limits: RoomLimits = RoomLimits()
-
-
-def invite_signature_fields(room: str, nick: str, fingerprint: bytes) -> tuple:
-    """What an op signs to invite someone: the room, the invitee and their key."""
-    return (ctx.INVITE, fold(room), fold(nick), fingerprint)
 
 
 class ChatService(service.Service):
@@ -319,8 +314,8 @@ class ChatService(service.Service):
         target = self.accounts.require(nick)
         if target.id in room.members:
             raise WireError(Code.ALREADY_MEMBER, f"{target.nick} is already in {room.name}")
-        fields = invite_signature_fields(room.name, target.nick, target.fingerprint)
-        if not self.accounts.identity(actor).verify(signature, *fields):
+        if not verify_invite(self.accounts.identity(actor), signature, room.name, target.nick,
+                             self.accounts.identity(target)):
             raise WireError(Code.BAD_SIGNATURE, "the invite is not signed by your identity key")
         yield self.store.add_invite(room.id, target.id, actor.id, signature, self.now())
         room.invites[target.id] = (actor.id, signature)

@@ -17,7 +17,8 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from securechat.constants import PRIVATE_FILE_MODE, TLS_CIPHERS, TLS_MINIMUM_VERSION
+from securechat.constants import TLS_CIPHERS, TLS_MINIMUM_VERSION
+from securechat.files import write_private
 from securechat.crypto.certificates import (
     certificate_fingerprint,
     format_fingerprint,
@@ -121,21 +122,10 @@ def ensure_self_signed(data_dir: str, extra_names: tuple[str, ...] = ()) -> tupl
     cert_pem, key_pem = generate_self_signed(
         [n for n in names if n], datetime.datetime.now(datetime.timezone.utc)
     )
-    _write_private(key_path, key_pem)
-    _write_private(cert_path, cert_pem)
+    write_private(key_path, key_pem)
+    write_private(cert_path, cert_pem)
     log.info("generated a self-signed TLS certificate in {path}", path=cert_path)
     return cert_path, key_path
-
-
-def _write_private(path: str, data: bytes) -> None:
-    """Write atomically, mode 0600 from the first byte."""
-    temporary = path + ".tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
 
 
 class TLSServerService(StreamServerEndpointService):

@@ -1,0 +1,88 @@
+# -*- test-case-name: tests.test_client_pins -*-
+"""Peers' identities, pinned on first sight (trust on first use).
+
+A later, different key for the same nick is never adopted silently: it is
+held aside as a change the user must accept, and until then the client
+neither wraps keys for that user nor trusts messages signed by the new key.
+"""
+
+from securechat.crypto.identity import PublicIdentity
+from securechat.names import fold
+from securechat.wire import b64decode, b64encode
+
+NEW, SAME, CHANGED = "new", "same", "changed"
+
+
+def _encode(identity: PublicIdentity) -> list[str]:
+    return [b64encode(identity.sign_der), b64encode(identity.enc_der),
+            b64encode(identity.enc_signature)]
+
+
+def _decode(fields: list[str]) -> PublicIdentity:
+    return PublicIdentity.from_wire(*(b64decode(f) for f in fields))
+
+
+class PinStore:
+    def __init__(self, data: dict | None = None):
+        self._pins: dict[str, dict] = dict(data or {})
+        self._cache: dict[str, PublicIdentity] = {}
+
+    def to_dict(self) -> dict:
+        return self._pins
+
+    def observe(self, nick: str, identity: PublicIdentity) -> str:
+        """Record what the server says C{nick}'s keys are.
+
+        @return: NEW (pinned now), SAME, or CHANGED (held for acceptance).
+        """
+        key = fold(nick)
+        pin = self._pins.get(key)
+        if pin is None:
+            self._pins[key] = {"nick": nick, "keys": _encode(identity), "verified": False}
+            return NEW
+        if self.pinned(nick).fingerprint == identity.fingerprint:
+            pin.pop("changed", None)
+            return SAME
+        pin["changed"] = _encode(identity)
+        return CHANGED
+
+    def pinned(self, nick: str) -> PublicIdentity | None:
+        key = fold(nick)
+        pin = self._pins.get(key)
+        if pin is None:
+            return None
+        if key not in self._cache:
+            self._cache[key] = _decode(pin["keys"])
+        return self._cache[key]
+
+    def has_change(self, nick: str) -> bool:
+        return "changed" in self._pins.get(fold(nick), {})
+
+    def usable(self, nick: str) -> PublicIdentity | None:
+        """The pinned identity if nothing about it is in dispute."""
+        if self.has_change(nick):
+            return None
+        return self.pinned(nick)
+
+    def accept_change(self, nick: str) -> bool:
+        """Adopt the new key the server announced; it starts unverified."""
+        pin = self._pins.get(fold(nick))
+        if pin is None or "changed" not in pin:
+            return False
+        pin["keys"] = pin.pop("changed")
+        pin["verified"] = False
+        self._cache.pop(fold(nick), None)
+        return True
+
+    def mark_verified(self, nick: str) -> None:
+        self._pins[fold(nick)]["verified"] = True
+
+    def verified(self, nick: str) -> bool:
+        pin = self._pins.get(fold(nick))
+        return bool(pin and pin["verified"] and "changed" not in pin)
+
+    def nick_of(self, fingerprint: bytes) -> str | None:
+        for key, pin in self._pins.items():
+            if self.pinned(pin["nick"]).fingerprint == fingerprint:
+                return pin["nick"]
+        return None

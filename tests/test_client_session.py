@@ -1,0 +1,260 @@
+"""Tests for securechat.client.session: real sessions against the real
+service in one process (see tests.clientharness), including the attack cases
+of the key protocol."""
+
+import dataclasses
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from securechat.crypto.envelope import MessageHeader, seal
+from securechat.crypto.identity import safety_number
+from securechat.wire import b64encode
+from tests.clientharness import Network
+from tests.identities import identity
+
+
+class ConversationTests(SynchronousTestCase):
+    def setUp(self):
+        self.net = Network()
+        self.alice = self.net.client("alice")
+        self.bob = self.net.client("bob")
+        self.alice.session.join("#lab")
+        self.net.settle()
+        self.bob.session.join("#lab")
+        self.net.settle()
+
+    def say(self, rig, text, room="#lab"):
+        rig.session.send_text(room, text)
+        self.net.settle()
+
+    def test_two_members_talk(self):
+        """Each member reads the other's messages; each sender gets a 'sent' acknowledgement."""
+        self.say(self.alice, "hello bob")
+        self.say(self.bob, "hi alice")
+        self.assertEqual(self.bob.texts(), [("alice", "hello bob")])
+        self.assertEqual(self.alice.texts(), [("bob", "hi alice")])
+        self.assertEqual([s["text"] for s in self.alice.of("sent")], ["hello bob"])
+
+    def test_server_cannot_read(self):
+        """What the server stores is ciphertext: no message text appears in its database."""
+        self.say(self.alice, "the launch code is 0000")
+        connection = self.net.server.service.store._runner.connection
+        dump = "\n".join(connection.iterdump()).encode()
+        self.assertNotIn(b"launch code", dump)
+        for (token,) in connection.execute("SELECT token FROM messages"):
+            self.assertNotIn(b"launch", token)
+
+    def test_newcomer_while_everyone_offline(self):
+        """Carol joins while no key holder is online: she is told she waits, and once
+        alice is back she gets a key and reads what follows."""
+        self.say(self.alice, "before carol")
+        self.net.disconnect(self.alice)
+        self.net.disconnect(self.bob)
+        carol = self.net.client("carol")
+        carol.session.join("#lab")
+        self.net.settle()
+        self.assertEqual(carol.of("key_pending")[0]["message"], "waiting for a room key from a member")
+        alice = self.net.restart_client(self.alice)
+        self.net.settle()
+        self.assertTrue(carol.of("key_received"))
+        self.say(alice, "welcome carol")
+        self.assertIn(("alice", "welcome carol"), carol.texts())
+        self.assertNotIn(("alice", "before carol"), carol.texts())
+
+    def test_shared_history_backlog(self):
+        """In a shared-history room, a newcomer served while everyone was offline reads
+        the whole backlog once a holder comes back."""
+        self.alice.session.rotate("#lab", "share history", history="shared")
+        self.net.settle()
+        self.say(self.alice, "old news")
+        self.say(self.bob, "older still? no, newer")
+        self.net.disconnect(self.alice)
+        self.net.disconnect(self.bob)
+        carol = self.net.client("carol")
+        carol.session.join("#lab")
+        self.net.settle()
+        self.assertEqual(carol.texts(), [])
+        self.net.restart_client(self.bob)
+        self.assertEqual(carol.texts(), [("alice", "old news"), ("bob", "older still? no, newer")])
+
+    def test_kicked_member_cannot_read_after_rotation(self):
+        """After a kick, the next message goes out under a key the kicked member never gets."""
+        carol = self.net.client("carol")
+        carol.session.join("#lab")
+        self.net.settle()
+        self.say(self.alice, "all three")
+        self.alice.session.kick("#lab", "carol")
+        self.net.settle()
+        self.assertEqual(carol.of("left")[0]["how"], "kick")
+        self.say(self.alice, "carol is gone")
+        self.assertIn(("alice", "carol is gone"), self.bob.texts())
+        self.assertNotIn(("alice", "carol is gone"), carol.texts())
+        epoch = self.alice.session.rooms["#lab"].epoch
+        self.assertIsNone(carol.session.keys.key("#lab", epoch))
+        self.assertIsNotNone(self.bob.session.keys.key("#lab", epoch))
+
+    def test_simultaneous_rotations_lose_nothing(self):
+        """Two members rotating at once: one epoch wins, and both members' messages arrive."""
+        self.alice.session.rotate("#lab")
+        self.bob.session.rotate("#lab")
+        self.alice.session.send_text("#lab", "from alice")
+        self.bob.session.send_text("#lab", "from bob")
+        self.net.settle()
+        self.assertIn(("bob", "from bob"), self.alice.texts())
+        self.assertIn(("alice", "from alice"), self.bob.texts())
+        self.assertEqual(self.alice.session.rooms["#lab"].epoch, self.bob.session.rooms["#lab"].epoch)
+
+    def test_offline_member_catches_up(self):
+        """A member who was offline reads what was sent meanwhile when they come back."""
+        self.say(self.alice, "first")
+        self.net.disconnect(self.bob)
+        self.say(self.alice, "while you were away")
+        bob = self.net.restart_client(self.bob)
+        self.assertEqual(bob.texts(), [("alice", "while you were away")])
+
+    def test_outbox_survives_disconnect(self):
+        """Messages queued while disconnected go out after reconnecting, once each."""
+        self.net.disconnect(self.alice)
+        self.alice.session.send_text("#lab", "queued 1")
+        self.alice.session.send_text("#lab", "queued 2")
+        alice = self.net.restart_client(self.alice)
+        self.assertEqual([s["text"] for s in alice.of("sent")], ["queued 1", "queued 2"])
+        self.assertEqual(self.bob.texts(), [("alice", "queued 1"), ("alice", "queued 2")])
+
+    def test_lost_ack_is_retried_idempotently(self):
+        """If the connection drops after the server stored a message but before its ack
+        arrived, the retry is recognised and the message is shown once."""
+        self.alice.session.send_text("#lab", "exactly once")
+        pump = self.alice.pump
+        pump.serverIO.bufferReceived(pump.clientIO.getOutBuffer())
+        self.net.clock.advance(0)
+        self.assertIn(b"OK", pump.serverIO.getOutBuffer())
+        self.net.disconnect(self.alice)
+        self.assertEqual(self.alice.of("sent"), [])
+        alice = self.net.restart_client(self.alice)
+        self.assertEqual([s["text"] for s in alice.of("sent")], ["exactly once"])
+        self.assertEqual(self.bob.texts(), [("alice", "exactly once")])
+
+    def test_verify_safety_number(self):
+        """/verify shows the same safety number on both sides."""
+        self.alice.session.verify("bob")
+        self.bob.session.verify("alice")
+        self.net.settle()
+        [a], [b] = self.alice.of("safety_number"), self.bob.of("safety_number")
+        self.assertEqual(a["number"], b["number"])
+        expected = safety_number(identity("alice").public, "alice", identity("bob").public, "bob")
+        self.assertEqual(a["number"].replace(" ", ""), expected)
+
+
+class AttackTests(SynchronousTestCase):
+    """The key protocol's attack cases, each with the server (or a member) misbehaving."""
+
+    def setUp(self):
+        self.net = Network()
+        self.alice = self.net.client("alice")
+        self.bob = self.net.client("bob")
+        for rig in (self.alice, self.bob):
+            rig.session.join("#lab")
+            self.net.settle()
+        self.alice.session.send_text("#lab", "hello")
+        self.net.settle()
+
+    def forge_message(self, signer, claimed_sender, text, seq=50, epoch=None, room="#lab"):
+        """A MESSAGE line as a malicious server or member could make it."""
+        epoch = epoch or self.alice.session.rooms["#lab"].epoch
+        key = self.alice.session.keys.key("#lab", epoch)
+        message_id = os.urandom(16)
+        token, signature = seal(key, identity(signer), MessageHeader(room, epoch, seq, message_id),
+                                text, 1)
+        return {"room": "#lab", "server_seq": 99, "sender": claimed_sender, "epoch": epoch,
+                "seq": seq, "message_id": message_id, "token": token, "signature": signature,
+                "received_ms": 0}
+
+    def test_server_substitutes_pinned_key(self):
+        """If the server swaps bob's key, alice is warned loudly and stops wrapping keys for him."""
+        user = self.net.server.service.accounts.find("bob")
+        mallory = identity("mallory").public
+        user.sign_key, user.enc_key, user.enc_signature = (mallory.sign_der, mallory.enc_der,
+                                                           mallory.enc_signature)
+        self.net.server.service.accounts._identities.pop(user.id, None)
+        self.alice.session.rotate("#lab")
+        self.net.settle()
+        [changed] = self.alice.of("identity_changed")
+        self.assertEqual(changed["nick"], "bob")
+        self.assertEqual(self.alice.of("rotated")[-1]["members"], 1)
+
+    def test_replayed_message_shown_once(self):
+        """A message the server delivers twice is shown once."""
+        [original] = [m for m in self.bob.of("message")]
+        stored = self.net.server.service.store._runner.connection.execute(
+            "SELECT server_seq, epoch, seq, message_id, token, signature FROM messages").fetchone()
+        args = dict(zip(["server_seq", "epoch", "seq", "message_id", "token", "signature"], stored))
+        self.bob.session.server_event("MESSAGE", {"room": "#lab", "sender": "alice",
+                                                  "received_ms": 0, **args})
+        self.net.settle()
+        self.assertEqual(self.bob.of("message"), [original])
+
+    def test_message_moved_to_other_room(self):
+        """A token moved to another room fails verification, visibly."""
+        self.bob.session.join("#other")
+        self.net.settle()
+        forged = self.forge_message("alice", "alice", "secret", room="#lab")
+        self.bob.session.server_event("MESSAGE", {**forged, "room": "#other", "epoch": 1})
+        self.net.settle()
+        failures = self.bob.of("verification_failed") + self.bob.of("undecryptable")
+        self.assertTrue(failures)
+        self.assertNotIn("secret", [m["text"] for m in self.bob.of("message")])
+
+    def test_member_forges_sender(self):
+        """Bob signing a message as alice is caught: shown as failed, never as alice's words."""
+        self.bob.session.server_event("MESSAGE", self.forge_message("bob", "alice", "I owe bob $100"))
+        self.net.settle()
+        [failed] = self.alice.of("verification_failed") or self.bob.of("verification_failed")
+        self.assertIn("failed verification", failed["message"])
+        self.assertNotIn(("alice", "I owe bob $100"), self.bob.texts())
+
+    def test_bit_flipped_token(self):
+        """A corrupted token is reported, not shown and not a crash."""
+        forged = self.forge_message("alice", "alice", "intact")
+        token = bytearray(forged["token"])
+        token[30] ^= 0x01
+        self.bob.session.server_event("MESSAGE", {**forged, "token": bytes(token)})
+        self.net.settle()
+        self.assertEqual(len(self.bob.of("verification_failed")), 1)
+
+    def test_sequence_gap_reported(self):
+        """If the server drops a message, the receiver is told how many are missing."""
+        self.bob.session.server_event("MESSAGE", self.forge_message("alice", "alice", "later", seq=4))
+        self.net.settle()
+        [gap] = self.bob.of("gap")
+        self.assertEqual((gap["nick"], gap["missing"]), ("alice", 2))
+        self.assertEqual(gap["message"], "2 messages from alice missing")
+
+    def alice_record(self, epoch):
+        signed = self.alice.session.keys.record("#lab", epoch)
+        return signed.record.encode(), signed.signature
+
+    def test_split_view_key_detected(self):
+        """A wrap of a key other than the one the epoch record commits to is refused."""
+        from securechat.crypto.roomkeys import new_room_key, wrap_key
+
+        epoch = self.bob.session.rooms["#lab"].epoch
+        wrong = wrap_key(new_room_key(), identity("bob").public, "#lab", epoch)
+        self.bob.session.keys.forget_room("#lab")
+        self.bob.session.keys.add_record(
+            "#lab", epoch, *self.alice_record(epoch), "alice", identity("alice").public)
+        self.bob.session.server_event("KEY", {"room": "#lab", "epoch": epoch, "wrapper": "alice",
+                                              "wrap": wrong})
+        [failed] = self.bob.of("verification_failed")
+        self.assertIn("not the one its record commits to", failed["reason"])
+
+    def test_wrap_for_someone_else(self):
+        """A wrap addressed to another member is refused."""
+        from securechat.crypto.roomkeys import new_room_key, wrap_key
+
+        wrong = wrap_key(new_room_key(), identity("carol").public, "#lab", 7)
+        self.bob.session.server_event("KEY", {"room": "#lab", "epoch": 7, "wrapper": "alice",
+                                              "wrap": wrong})
+        [failed] = self.bob.of("verification_failed")
+        self.assertIn("not wrapped for us", failed["reason"])
