@@ -2,6 +2,12 @@
 """A token bucket, shared by the server (flood control) and the client
 (pacing to the limits the server announced), so both count the same way."""
 
+# Tolerance for floating-point refills: a bucket a hair short of a token
+# after exactly the advertised delay still pays out, and a wait is never so
+# short that adding it to the clock changes nothing (which would spin).
+_EPSILON = 1e-9
+_MINIMUM_DELAY = 0.001
+
 
 class TokenBucket:
     """C{burst} tokens at most, refilled at C{rate} per second; time is passed in."""
@@ -21,12 +27,14 @@ class TokenBucket:
     def take(self, now: float) -> bool:
         """Spend one token if there is one."""
         self._refill(now)
-        if self._tokens >= 1:
-            self._tokens -= 1
+        if self._tokens >= 1 - _EPSILON:
+            self._tokens = max(0.0, self._tokens - 1)
             return True
         return False
 
     def delay(self, now: float) -> float:
         """Seconds until a token is available (0 if one is)."""
         self._refill(now)
-        return max(0.0, (1 - self._tokens) / self.rate)
+        if self._tokens >= 1 - _EPSILON:
+            return 0.0
+        return max(_MINIMUM_DELAY, (1 - self._tokens) / self.rate)

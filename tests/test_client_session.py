@@ -136,6 +136,20 @@ class ConversationTests(SynchronousTestCase):
         self.assertEqual([s["text"] for s in alice.of("sent")], ["exactly once"])
         self.assertEqual(self.bob.texts(), [("alice", "exactly once")])
 
+    def test_burst_across_forced_rotations(self):
+        """A burst longer than an epoch may carry is paced, re-keyed every 100 messages,
+        and arrives whole and in order."""
+        carol = self.net.client("carol")
+        carol.session.join("#lab")
+        self.net.settle()
+        for n in range(250):
+            self.alice.session.send_text("#lab", f"burst {n}")
+        self.net.settle()
+        self.assertEqual(len(self.alice.of("sent")), 250)
+        self.assertEqual(self.bob.texts(), [("alice", f"burst {n}") for n in range(250)])
+        self.assertEqual(len(carol.texts()), 250)
+        self.assertLessEqual(len(self.alice.of("rotated")), 4)
+
     def test_verify_safety_number(self):
         """/verify shows the same safety number on both sides."""
         self.alice.session.verify("bob")

@@ -23,3 +23,14 @@ class TokenBucketTests(SynchronousTestCase):
         """A zero rate or an empty burst is refused."""
         self.assertRaises(ValueError, TokenBucket, 0, 1, 0)
         self.assertRaises(ValueError, TokenBucket, 1, 0, 0)
+
+    def test_waiting_the_delay_always_pays_out(self):
+        """After waiting exactly delay(), a token is there, whatever the float rounding."""
+        bucket = TokenBucket(rate=180.0, burst=356.0, now=1000.123)
+        now = 1000.123
+        for _ in range(2000):
+            if not bucket.take(now):
+                wait = bucket.delay(now)
+                self.assertGreater(wait, 0)
+                now += wait
+                self.assertTrue(bucket.take(now))

@@ -23,6 +23,8 @@ class OutboxEntry:
     message_id: bytes
     seq: int | None = None
     in_flight: bool = False
+    # The epoch it was last sealed in; not saved, since it is re-sealed anyway.
+    epoch: int = 0
 
     def to_dict(self) -> dict:
         return {"room": self.room, "text": self.text, "id": b64encode(self.message_id),

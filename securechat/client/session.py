@@ -52,6 +52,11 @@ PACING_MARGIN = 0.9
 
 KEY_PENDING_TEXT = "waiting for a room key from a member"
 
+# A newcomer who wants to send in a room whose key has not reached them
+# yet waits this long for a key holder to answer before making a new key
+# itself: long enough for an online holder, short enough to feel prompt.
+KEY_WAIT_SECONDS = 5.0
+
 
 class SharedOperations:
     """At most one run of each keyed operation at a time; everyone who asks
@@ -121,6 +126,11 @@ class LocalRoom:
     seen: list = field(default_factory=list)
     pending: list = field(default_factory=list)
     key_requested: bool = False
+    key_wait_since: float | None = None
+    announced_pending: int = 0
+    # Messages are handled one after another, so a sender whose key must be
+    # fetched first does not let later messages overtake theirs.
+    chain: defer.Deferred = field(default_factory=lambda: defer.succeed(None))
 
     def to_dict(self) -> dict:
         return {"name": self.name, "last_seq": self.position(), "next_seq": self.next_seq,
@@ -173,6 +183,8 @@ class ClientSession:
         self._rotating = SharedOperations()
         self._fetching = SharedOperations()
         self._epochs = SharedOperations()
+        self._wait_calls: dict = {}
+        self._early_wraps: dict[tuple[str, int], str] = {}
         self._live_waiters: list[defer.Deferred] = []
         self._idle_waiters: list[defer.Deferred] = []
 
@@ -199,9 +211,9 @@ class ClientSession:
     def save(self) -> None:
         """Save soon; several changes in one turn are written once."""
         if self._save_call is None:
-            self._save_call = self.clock.callLater(0, self._save_now)
+            self._save_call = self.clock.callLater(0, self.save_now)
 
-    def _save_now(self) -> None:
+    def save_now(self) -> None:
         self._save_call = None
         self._save_state(self.state())
 
@@ -240,10 +252,13 @@ class ClientSession:
         queued, self._queue = self._queue, []
         for _, _, _, d in queued:
             d.errback(ConnectionLost("disconnected before sending"))
-        if self._drain_call is not None and self._drain_call.active():
+        if self._drain_call is not None:
             self._drain_call.cancel()
         self._drain_call = None
         self.outbox.connection_lost()
+        for call in self._wait_calls.values():
+            call.cancel()
+        self._wait_calls.clear()
         for room in self.rooms.values():
             room.key_requested = False
         self.emit("disconnected", reason=reason.getErrorMessage())
@@ -273,13 +288,16 @@ class ClientSession:
         return d
 
     def _drain_requests(self) -> None:
-        self._drain_call = None
         now = self.clock.seconds()
         while self._queue and self._bucket.take(now):
             verb, args, process, d = self._queue.pop(0)
             self.protocol.request(verb, *args, process=process).chainDeferred(d)
         if self._queue and self._drain_call is None:
-            self._drain_call = self.clock.callLater(self._bucket.delay(now), self._drain_requests)
+            self._drain_call = self.clock.callLater(self._bucket.delay(now), self._drain_timer)
+
+    def _drain_timer(self) -> None:
+        self._drain_call = None
+        self._drain_requests()
 
     # -- login and sync ---------------------------------------------------------
 
@@ -483,17 +501,22 @@ class ClientSession:
                       reason=f"cannot check the epoch {epoch} record: {rotator}'s key is in doubt")
             return
         known = self.keys.record(room, epoch) is not None
+        had_key = self.keys.key(room, epoch) is not None
         try:
             accepted = self.keys.add_record(room, epoch, record, signature, rotator, identity)
         except RoomKeyError as error:
             self.emit("verification_failed", room=room, nick=rotator, reason=str(error))
             return
         self.save()
+        if not had_key and self.keys.key(room, epoch) is not None:
+            self.emit("key_received", room=room, epoch=epoch,
+                      by=self._early_wraps.pop((fold(room), epoch), rotator))
         if local is not None:
             if epoch > local.epoch:
                 local.epoch = epoch
                 local.key_requested = False
-            local.history = accepted.history
+            if epoch >= local.epoch:
+                local.history = accepted.history
             if not known and fold(rotator) != fold(self.nick):
                 self.emit("rotation", room=room, epoch=epoch, by=rotator, reason=accepted.reason)
             self._retry_pending(local)
@@ -509,15 +532,22 @@ class ClientSession:
         self.save()
         local = self.rooms.get(fold(room))
         if not usable:
+            self._early_wraps[(fold(room), epoch)] = wrapper
             return self.request("EPOCHS", room, str(epoch)) if local else None
         self.emit("key_received", room=room, epoch=epoch, by=wrapper)
         if local is not None:
             local.key_requested = False
+            local.key_wait_since = None
             self._retry_pending(local)
             self._pump()
         return None
 
     def _on_pending(self, room, epoch):
+        local = self.rooms.get(fold(room))
+        if local is not None:
+            if local.announced_pending == epoch:
+                return
+            local.announced_pending = epoch
         self.emit("key_pending", room=room, epoch=epoch, message=KEY_PENDING_TEXT)
 
     def _on_withheld(self, room, epoch, by, code, text):
@@ -531,6 +561,8 @@ class ClientSession:
         if room.key_requested or self.protocol is None:
             return
         room.key_requested = True
+        if room.key_wait_since is None:
+            room.key_wait_since = self.clock.seconds()
         d = self.request("KEYREQ", room.name)
         d.addErrback(self._key_request_failed, room)
 
@@ -539,7 +571,8 @@ class ClientSession:
         failure.trap(WireError, ConnectionLost)
 
     def _on_wrapreq(self, room, epoch, nick):
-        return self._serve_request(room, epoch, nick)
+        # Our own keys arrive with the login sync; serve once we hold them.
+        return self.when_live().addCallback(lambda _: self._serve_request(room, epoch, nick))
 
     @defer.inlineCallbacks
     def _serve_request(self, room_name: str, epoch: int, nick: str):
@@ -672,7 +705,12 @@ class ClientSession:
         if message_id.hex() in local.seen:
             return None
         local.pending.append(incoming)
-        return self._try_show(local, incoming)
+        self._enqueue(local, incoming)
+        return None
+
+    def _enqueue(self, room: LocalRoom, message: Incoming) -> None:
+        room.chain.addCallback(lambda _: self._try_show(room, message))
+        room.chain.addErrback(self._event_failed, "MESSAGE")
 
     @defer.inlineCallbacks
     def _try_show(self, room: LocalRoom, message: Incoming):
@@ -727,7 +765,8 @@ class ClientSession:
 
     def _need_key(self, room: LocalRoom, message: Incoming) -> None:
         """A message waits for its key: find out whether it can come, and say so."""
-        if self.keys.record(room.name, message.epoch) is not None:
+        epochs = range(message.epoch, max(room.epoch, message.epoch) + 1)
+        if all(self.keys.record(room.name, e) is not None for e in epochs):
             self._await_key(room, message.epoch)
             return
         d = self._epochs.run(f"{fold(room.name)}|{message.epoch}",
@@ -743,6 +782,12 @@ class ClientSession:
                                        f"know; it was altered or misdirected")
         elif epoch >= room.epoch:
             self._check_key(room)
+        elif room.history == "shared" and self.keys.key(room.name, room.epoch) is None:
+            # The current key, once it arrives, unlocks the older ones.
+            self._check_key(room)
+        elif room.history == "shared":
+            self._give_up(room, epoch, f"it was sent in key epoch {epoch}, before {room.name} "
+                                       f"began sharing its history with newcomers")
         else:
             self._give_up(room, epoch, f"it was sent in key epoch {epoch}, before you joined or "
                                        f"while you were not a member; you were never given "
@@ -754,7 +799,7 @@ class ClientSession:
 
     def _retry_pending(self, room: LocalRoom) -> None:
         for message in sorted(room.pending, key=lambda m: m.server_seq):
-            self._try_show(room, message).addErrback(self._event_failed, "MESSAGE")
+            self._enqueue(room, message)
 
     # -- commands ------------------------------------------------------------------
 
@@ -867,12 +912,29 @@ class ClientSession:
                 continue
             key = self.keys.key(room.name, room.epoch) if room.epoch >= FIRST_EPOCH else None
             if key is None:
-                if room.epoch < FIRST_EPOCH or room.history == "joined":
-                    self._start_rotation(room, "new key for sending")
-                else:
-                    self._check_key(room)
+                self._without_key(room)
                 continue
+            room.key_wait_since = None
             self._transmit(entry, room, key)
+
+    def _without_key(self, room: LocalRoom) -> None:
+        """We want to send but hold no current key: get one, or make one."""
+        if room.epoch < FIRST_EPOCH:
+            self._start_rotation(room, "first key of the room")
+            return
+        self._check_key(room)
+        if room.history != "joined":
+            return
+        waited = self.clock.seconds() - (room.key_wait_since or self.clock.seconds())
+        if waited >= KEY_WAIT_SECONDS:
+            self._start_rotation(room, "no key holder answered")
+        elif fold(room.name) not in self._wait_calls:
+            self._wait_calls[fold(room.name)] = self.clock.callLater(
+                KEY_WAIT_SECONDS - waited, self._wait_over, fold(room.name))
+
+    def _wait_over(self, key: str) -> None:
+        del self._wait_calls[key]
+        self._pump()
 
     def _start_rotation(self, room: LocalRoom, reason: str) -> None:
         self.rotate(room.name, reason).addErrback(self._rotation_failed, room)
@@ -894,6 +956,7 @@ class ClientSession:
         token, signature = seal(key, self.identity, header, entry.text,
                                 int(self.clock.seconds()))
         entry.in_flight = True
+        entry.epoch = room.epoch
         d = self.request("MSG", room.name, str(room.epoch), str(entry.seq),
                          b64encode(entry.message_id), b64encode(token), b64encode(signature),
                          process=False)
@@ -916,7 +979,10 @@ class ClientSession:
         error = failure.value
         code = getattr(error, "code", None)
         if code == Code.REKEY_REQUIRED:
-            self._start_rotation(room, "membership changed")
+            if entry.epoch == room.epoch:
+                self._start_rotation(room, "the server requires a new key")
+            else:
+                self._pump()
         elif code == Code.STALE_EPOCH:
             self.request("EPOCHS", room.name, str(room.epoch + 1)).addCallback(
                 lambda _: (self._check_key(room), self._pump())).addErrback(
