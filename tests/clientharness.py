@@ -3,6 +3,7 @@ service and the real client core, wired by twisted.test.iosim pumps and
 driven by one task.Clock. Deterministic, and no sockets."""
 
 import copy
+import json
 
 from twisted.test import iosim
 
@@ -33,7 +34,7 @@ class Rig:
         self.pump = None
 
     def _save(self, state):
-        self.saved = copy.deepcopy(state)
+        self.saved = json.loads(json.dumps(state))
 
     def of(self, kind):
         """The fields of every event of C{kind} so far."""

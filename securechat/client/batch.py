@@ -36,6 +36,7 @@ class BatchRunner:
         self._lines: list[str] = []
         self._eof = False
         self._busy = False
+        self._looping = False
         self._started = False
         session.subscribe(self._print_event)
 
@@ -80,17 +81,26 @@ class BatchRunner:
         self._next()
 
     def _next(self) -> None:
-        if self._busy or not self._started or self.done.called:
+        """Run lines one after another. A loop, not recursion: a plain line
+        completes at once, and a thousand of them must not grow the stack."""
+        if self._looping:
             return
-        if self._lines:
-            self._busy = True
-            line = self._lines.pop(0)
-            d = defer.maybeDeferred(self.execute, line)
-            d.addErrback(self._command_failed, line)
-            d.addBoth(self._finished_line)
-        elif self._eof:
-            self._busy = True
-            self._finish()
+        self._looping = True
+        try:
+            while not self._busy and self._started and not self.done.called:
+                if self._lines:
+                    self._busy = True
+                    line = self._lines.pop(0)
+                    d = defer.maybeDeferred(self.execute, line)
+                    d.addErrback(self._command_failed, line)
+                    d.addBoth(self._finished_line)
+                elif self._eof:
+                    self._busy = True
+                    self._finish()
+                else:
+                    break
+        finally:
+            self._looping = False
 
     def _finished_line(self, _) -> None:
         self._busy = False

@@ -26,6 +26,10 @@ class OutboxEntry:
     # The epoch it was last sealed in; not saved, since it is re-sealed anyway.
     epoch: int = 0
 
+    @property
+    def room_key(self) -> str:
+        return fold(self.room)
+
     def to_dict(self) -> dict:
         return {"room": self.room, "text": self.text, "id": b64encode(self.message_id),
                 "seq": self.seq}
@@ -38,6 +42,7 @@ class OutboxEntry:
 class Outbox:
     def __init__(self, entries: list[dict] | None = None):
         self._entries = [OutboxEntry.from_dict(e) for e in entries or []]
+        self._in_flight = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -50,25 +55,39 @@ class Outbox:
         self._entries.append(entry)
         return entry
 
-    def waiting(self, room: str | None = None) -> list[OutboxEntry]:
+    def waiting(self):
         """Entries not on the wire right now, oldest first."""
-        return [e for e in self._entries
-                if not e.in_flight and (room is None or fold(e.room) == fold(room))]
+        return [e for e in self._entries if not e.in_flight]
 
     def in_flight(self) -> int:
-        return sum(e.in_flight for e in self._entries)
+        return self._in_flight
+
+    def sending(self, entry: OutboxEntry) -> None:
+        """C{entry} is on the wire now."""
+        if not entry.in_flight:
+            entry.in_flight = True
+            self._in_flight += 1
+
+    def returned(self, entry: OutboxEntry) -> None:
+        """C{entry} came back unsent (refused for a reason that a retry fixes)."""
+        if entry.in_flight:
+            entry.in_flight = False
+            self._in_flight -= 1
 
     def rooms(self) -> set[str]:
         return {fold(e.room) for e in self._entries}
 
     def remove(self, entry: OutboxEntry) -> None:
+        self.returned(entry)
         self._entries.remove(entry)
 
     def drop_room(self, room: str) -> list[OutboxEntry]:
         dropped = [e for e in self._entries if fold(e.room) == fold(room)]
-        self._entries = [e for e in self._entries if fold(e.room) != fold(room)]
+        for entry in dropped:
+            self.remove(entry)
         return dropped
 
     def connection_lost(self) -> None:
         for entry in self._entries:
             entry.in_flight = False
+        self._in_flight = 0

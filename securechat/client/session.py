@@ -17,7 +17,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from securechat.constants import PROTOCOL_NAME, PROTOCOL_VERSION
+from securechat.constants import PROTOCOL_NAME, PROTOCOL_VERSION, ROTATE_AFTER_MESSAGES
 from securechat.client.keyring import RoomKeyring
 from securechat.client.outbox import Outbox, OutboxEntry
 from securechat.client.pins import CHANGED, NEW, PinStore
@@ -128,6 +128,9 @@ class LocalRoom:
     key_requested: bool = False
     key_wait_since: float | None = None
     announced_pending: int = 0
+    # Messages we know the current epoch carried: the server demands a new
+    # key after ROTATE_AFTER_MESSAGES, and rotating first wastes no sends.
+    epoch_load: int = 0
     # Messages are handled one after another, so a sender whose key must be
     # fetched first does not let later messages overtake theirs.
     chain: defer.Deferred = field(default_factory=lambda: defer.succeed(None))
@@ -514,6 +517,7 @@ class ClientSession:
         if local is not None:
             if epoch > local.epoch:
                 local.epoch = epoch
+                local.epoch_load = 0
                 local.key_requested = False
             if epoch >= local.epoch:
                 local.history = accepted.history
@@ -675,6 +679,7 @@ class ClientSession:
                              self.identity.public)
         self.keys.add_own_key(room.name, epoch, key)
         room.epoch, room.history, room.key_requested = epoch, record.history, False
+        room.epoch_load = 0
         room.flags.discard("rekey")
         self.save()
         self.emit("rotated", room=room.name, epoch=epoch, reason=reason,
@@ -733,6 +738,8 @@ class ClientSession:
                          error.reason)
             return
         room.pending.remove(message)
+        if message.epoch == room.epoch:
+            room.epoch_load += 1
         self._remember(room, message)
         self.emit("message", room=room.name, server_seq=message.server_seq,
                   **{"from": message.sender}, text=envelope.body, time=envelope.timestamp,
@@ -898,21 +905,29 @@ class ClientSession:
 
     def _pump(self) -> None:
         """Put waiting messages on the wire, as keys and the window allow."""
-        if not self.live:
+        if not self.live or self.outbox.in_flight() >= SEND_WINDOW:
             return
+        blocked = set()
         for entry in self.outbox.waiting():
             if self.outbox.in_flight() >= SEND_WINDOW:
                 return
-            room = self.rooms.get(fold(entry.room))
+            if entry.room_key in blocked:
+                continue
+            room = self.rooms.get(entry.room_key)
             if room is None:
                 self.outbox.remove(entry)
                 self._send_failed(entry, "NOT_MEMBER", f"you are not in {entry.room}")
                 continue
-            if fold(room.name) in self._rotating:
-                continue
             key = self.keys.key(room.name, room.epoch) if room.epoch >= FIRST_EPOCH else None
-            if key is None:
-                self._without_key(room)
+            if entry.room_key in self._rotating or key is None:
+                blocked.add(entry.room_key)
+                if key is None and entry.room_key not in self._rotating:
+                    self._without_key(room)
+                continue
+            if room.epoch_load + self.outbox.in_flight() >= ROTATE_AFTER_MESSAGES:
+                blocked.add(entry.room_key)
+                if not self.outbox.in_flight():
+                    self._start_rotation(room, f"key used for {ROTATE_AFTER_MESSAGES} messages")
                 continue
             room.key_wait_since = None
             self._transmit(entry, room, key)
@@ -955,7 +970,7 @@ class ClientSession:
         header = MessageHeader(room.name, room.epoch, entry.seq, entry.message_id)
         token, signature = seal(key, self.identity, header, entry.text,
                                 int(self.clock.seconds()))
-        entry.in_flight = True
+        self.outbox.sending(entry)
         entry.epoch = room.epoch
         d = self.request("MSG", room.name, str(room.epoch), str(entry.seq),
                          b64encode(entry.message_id), b64encode(token), b64encode(signature),
@@ -966,6 +981,8 @@ class ClientSession:
         verb, args = reply.final
         server_seq = args["server_seq"] if verb == "DUPLICATE" else int(args["a"])
         self.outbox.remove(entry)
+        if entry.epoch == room.epoch:
+            room.epoch_load += 1
         room.seen.append(entry.message_id.hex())
         room.senders[fold(self.nick)] = max(room.senders.get(fold(self.nick), 0), entry.seq)
         self.save()
@@ -973,7 +990,7 @@ class ClientSession:
         self._after_send()
 
     def _refused(self, failure, entry: OutboxEntry, room: LocalRoom) -> None:
-        entry.in_flight = False
+        self.outbox.returned(entry)
         if failure.check(ConnectionLost):
             return
         error = failure.value
