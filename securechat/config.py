@@ -13,9 +13,17 @@ from dataclasses import dataclass
 
 from securechat.constants import (
     DATA_DIR_MODE,
+    IDLE_PING_SECONDS,
+    LOGIN_TIMEOUT_SECONDS,
+    MAX_CONNECTIONS_PER_IP,
     MAX_MEMBERS_PER_ROOM,
+    MAX_PAUSED_SECONDS,
     MAX_ROOMS_PER_USER,
+    MAX_SEND_QUEUE_BYTES,
     MAX_TOPIC_LENGTH,
+    PING_TIMEOUT_SECONDS,
+    RATE_BURST_LINES,
+    RATE_LINES_PER_SECOND,
 )
 
 DEFAULT_PORT = 7470
@@ -114,6 +122,39 @@ SETTINGS = (
         "limits.topic_length", "topic-length", int, MAX_TOPIC_LENGTH,
         "Longest room topic, in characters.", 0, MAX_TOPIC_LENGTH,
     ),
+    Setting(
+        "limits.lines_per_second", "lines-per-second", int, RATE_LINES_PER_SECOND,
+        "Flood control: lines a connection may send per second, sustained.", 1, 100_000,
+    ),
+    Setting(
+        "limits.line_burst", "line-burst", int, RATE_BURST_LINES,
+        "Flood control: lines a connection may send at once after a pause.", 1, 1_000_000,
+    ),
+    Setting(
+        "limits.connections_per_ip", "connections-per-ip", int, MAX_CONNECTIONS_PER_IP,
+        "Concurrent connections from one IP address.", 1, 100_000,
+    ),
+    Setting(
+        "limits.send_queue_bytes", "send-queue-bytes", int, MAX_SEND_QUEUE_BYTES,
+        "Output held for a client that does not read before it is dropped.",
+        64 * 1024, 1024 * 1024 * 1024,
+    ),
+    Setting(
+        "timeouts.login", "login-timeout", int, LOGIN_TIMEOUT_SECONDS,
+        "Seconds a connection may stay without logging in.", 1, 3600,
+    ),
+    Setting(
+        "timeouts.idle_ping", "idle-ping", int, IDLE_PING_SECONDS,
+        "Seconds of silence before the server PINGs a client.", 5, 86_400,
+    ),
+    Setting(
+        "timeouts.ping", "ping-timeout", int, PING_TIMEOUT_SECONDS,
+        "Seconds a client has to answer a PING before it is dropped.", 1, 3600,
+    ),
+    Setting(
+        "timeouts.stalled_reader", "stalled-reader", int, MAX_PAUSED_SECONDS,
+        "Seconds a client may read nothing while output waits before it is dropped.", 1, 3600,
+    ),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}
@@ -133,6 +174,14 @@ class ServerSettings:
     rooms_per_user: int
     members_per_room: int
     topic_length: int
+    lines_per_second: int
+    line_burst: int
+    connections_per_ip: int
+    send_queue_bytes: int
+    login_timeout: int
+    idle_ping: int
+    ping_timeout: int
+    stalled_reader: int
 
     @property
     def public_name(self) -> str:

@@ -11,6 +11,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.python import usage
 
 from securechat.config import SETTINGS, ConfigError, build_settings, prepare_data_dir
+from securechat.server.limits import ConnectionLimits
 from securechat.server.protocol import ServerFactory
 from securechat.server.rooms import RoomLimits
 from securechat.server.service import ChatService, ServiceSettings
@@ -75,7 +76,17 @@ def makeService(config, reactor=None) -> MultiService:  # noqa: N802
     )
     chat.setServiceParent(root)
     endpoint = TCP4ServerEndpoint(reactor, settings.port, interface=settings.interface)
-    factory = ServerFactory(chat, settings.public_name, reactor)
+    limits = ConnectionLimits(
+        rate_per_second=settings.lines_per_second,
+        rate_burst=settings.line_burst,
+        per_ip=settings.connections_per_ip,
+        login_timeout=settings.login_timeout,
+        idle_ping=settings.idle_ping,
+        ping_timeout=settings.ping_timeout,
+        max_send_queue=settings.send_queue_bytes,
+        max_paused=settings.stalled_reader,
+    )
+    factory = ServerFactory(chat, settings.public_name, reactor, limits=limits)
     TLSServerService(endpoint, factory, tls).setServiceParent(root)
     ReloadOnHangup(reactor, [tls.reload]).setServiceParent(root)
     return root

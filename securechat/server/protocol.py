@@ -3,24 +3,28 @@
 per verb. State lives in the service; this class only translates between
 lines and service calls."""
 
+import collections
+import itertools
 import os
 from functools import partial
 
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from securechat.constants import (
     AUTH_NONCE_BYTES,
     MAX_LINE_AUTHENTICATED,
     PROTOCOL_NAME,
     PROTOCOL_VERSION,
-    RATE_BURST_LINES,
-    RATE_LINES_PER_SECOND,
 )
 from securechat.crypto.identity import verify_login
 from securechat.lineprotocol import LineProtocol, tls_exporter
 from securechat.names import fold
-from securechat.wire import CLIENT_VERBS, NO_REQUEST_ID, Code, WireError, b64encode
+from securechat.ratelimit import TokenBucket
+from securechat.server.limits import AddressCounter, ConnectionLimits
+from securechat.wire import CLIENT_VERBS, NO_REQUEST_ID, Code, WireError, b64encode, parse_line
 
 GREETING_TEXT = "securechat ready; the protocol is described in docs/protocol.md"
 
@@ -39,22 +43,51 @@ def parse_positions(text: str | None) -> dict[str, int]:
     return positions
 
 
+def _request_id_of(line: bytes) -> str:
+    try:
+        return parse_line(line).request_id
+    except WireError as error:
+        return error.request_id
+
+
+@implementer(IPushProducer)
 class ServerProtocol(LineProtocol):
-    """One client connection, seen from the daemon."""
+    """One client connection, seen from the daemon.
+
+    It is also the producer of its own output: when the peer stops reading,
+    lines queue here, counted, and a peer that lets them pile up past the
+    limit, or stays stalled too long, is aborted (loseConnection would wait
+    forever on a peer that does not read).
+    """
 
     peer_verbs = CLIENT_VERBS
     log = Logger()
 
-    def __init__(self, factory: "ServerFactory"):
+    def __init__(self, factory: "ServerFactory", host: str):
         super().__init__(factory.clock)
         self.factory = factory
         self.service = factory.service
+        self.limits = factory.limits
+        self.host = host
         self.user = None
         self.nonce = os.urandom(AUTH_NONCE_BYTES)
+        self.bucket = TokenBucket(self.limits.rate_per_second, self.limits.rate_burst,
+                                  self.clock.seconds())
+        self.strikes = 0
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._queued_bytes = 0
+        self._paused_call = None
+        self._login_call = None
+        self._idle_call = None
+        self._ping_sent = None
+        self._ping_ids = itertools.count(1)
 
     def connectionMade(self) -> None:  # noqa: N802
         self.peer = self.transport.getPeer()
         self.log.info("connection from {peer.host}:{peer.port}", peer=self.peer)
+        self.transport.registerProducer(self, True)
+        self._login_call = self.clock.callLater(self.limits.login_timeout, self._login_timed_out)
+        self._idle_call = self.clock.callLater(self.limits.idle_ping, self._check_idle)
         self.send_frame(
             "HELLO",
             NO_REQUEST_ID,
@@ -67,6 +100,11 @@ class ServerProtocol(LineProtocol):
 
     def connectionLost(self, reason) -> None:  # noqa: N802
         super().connectionLost(reason)
+        for call in (self._paused_call, self._login_call, self._idle_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._queue.clear()
+        self.factory.addresses.release(self.host)
         if self.user is not None:
             self.service.detach(self.user, self)
         self.log.info(
@@ -83,10 +121,92 @@ class ServerProtocol(LineProtocol):
             raise WireError(Code.ALREADY_AUTHENTICATED, f"already logged in as {self.user.nick}",
                             request_id)
 
+    # -- output and backpressure ------------------------------------------------
+
     def deliver(self, line: bytes) -> None:
-        """Fan-out's way in: one complete, already encoded line."""
-        if not self._closing:
+        """Every byte we send goes here: written, or queued while the peer is slow."""
+        if self._closing:
+            return
+        if self._paused_call is None:
             self.transport.write(line)
+            return
+        self._queue.append(line)
+        self._queued_bytes += len(line)
+        if self._queued_bytes > self.limits.max_send_queue:
+            self._abort(f"{self._queued_bytes} bytes waiting for a peer that does not read")
+
+    def sendLine(self, line: bytes) -> None:  # noqa: N802
+        self.deliver(line + self.delimiter)
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        if self._paused_call is None and not self._closing:
+            self._paused_call = self.clock.callLater(
+                self.limits.max_paused, self._abort,
+                f"the peer read nothing for {self.limits.max_paused:g} s",
+            )
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        if self._paused_call is None:
+            return
+        self._paused_call.cancel()
+        self._paused_call = None
+        queued, self._queue, self._queued_bytes = self._queue, collections.deque(), 0
+        if queued and not self._closing:
+            self.transport.writeSequence(list(queued))
+
+    def stopProducing(self) -> None:  # noqa: N802
+        self._queue.clear()
+
+    def _abort(self, why: str) -> None:
+        if self._closing:
+            return
+        self.log.warn("aborting {peer.host}:{peer.port}: {why}", peer=self.peer, why=why)
+        self._closing = True
+        self._paused_call = None
+        self._queue.clear()
+        self.transport.abortConnection()
+
+    # -- flood control and liveness -----------------------------------------------
+
+    def lineReceived(self, line: bytes) -> None:  # noqa: N802
+        if not self.bucket.take(self.clock.seconds()):
+            self.strikes += 1
+            self.send_error(WireError(
+                Code.RATE_LIMITED,
+                f"over {self.limits.rate_per_second:g} lines per second; slow down",
+                _request_id_of(line),
+            ))
+            if self.strikes > self.limits.strikes:
+                self.log.info("closing {peer.host}:{peer.port}: flooding", peer=self.peer)
+                self.close_connection()
+            return
+        self.strikes = 0
+        super().lineReceived(line)
+
+    def _login_timed_out(self) -> None:
+        self._login_call = None
+        if self.user is None:
+            self.send_error(WireError(Code.LOGIN_TIMEOUT, "no login in time; closing"))
+            self.close_connection()
+
+    def _check_idle(self) -> None:
+        """PING a peer that went quiet; drop one that does not answer in time."""
+        now = self.clock.seconds()
+        if self._ping_sent is not None and self.last_heard < self._ping_sent:
+            if now - self._ping_sent >= self.limits.ping_timeout:
+                self.send_error(WireError(Code.PING_TIMEOUT, "no answer to PING; closing"))
+                self._idle_call = None
+                self.close_connection()
+                return
+            wait = self._ping_sent + self.limits.ping_timeout - now
+        elif now - self.last_heard >= self.limits.idle_ping:
+            self._ping_sent = now
+            self.send_frame("PING", f"s{next(self._ping_ids)}")
+            wait = self.limits.ping_timeout
+        else:
+            self._ping_sent = None
+            wait = self.last_heard + self.limits.idle_ping - now
+        self._idle_call = self.clock.callLater(wait, self._check_idle)
 
     def _answer(self, request_id: str, result):
         """Send a service result now, or when its Deferred fires."""
@@ -104,10 +224,13 @@ class ServerProtocol(LineProtocol):
     def _logged_in(self, request_id: str, user) -> None:
         self.user = user
         self.max_line_length = MAX_LINE_AUTHENTICATED
+        if self._login_call is not None and self._login_call.active():
+            self._login_call.cancel()
         self.log.info("{peer.host}:{peer.port} logged in as {nick}", peer=self.peer,
                       nick=user.nick)
-        self.reply(request_id, [("OK", (user.nick, str(RATE_LINES_PER_SECOND),
-                                        str(RATE_BURST_LINES)))])
+        # The flood limits are announced so that a client can pace itself.
+        self.reply(request_id, [("OK", (user.nick, f"{self.limits.rate_per_second:g}",
+                                        str(self.limits.rate_burst)))])
         self.service.attach(user, self)
 
     def handle_register(self, request_id, nick, sign_key, enc_key, enc_signature,
@@ -208,14 +331,24 @@ class ServerFactory(Factory):
     """
 
     noisy = False
+    log = Logger()
 
-    def __init__(self, service, server_name: str, clock, channel_binding=tls_exporter):
+    def __init__(self, service, server_name: str, clock, channel_binding=tls_exporter,
+                 limits: ConnectionLimits = ConnectionLimits()):
         self.service = service
         self.server_name = server_name
         self.clock = clock
         self.channel_binding = channel_binding
+        self.limits = limits
+        self.addresses = AddressCounter(limits.per_ip)
 
     def buildProtocol(self, addr):  # noqa: N802
+        """A protocol for the connection, or None to refuse it at once."""
         if not self.service.ready.called:
             return None
-        return ServerProtocol(self)
+        host = getattr(addr, "host", "unknown")
+        if not self.addresses.admit(host):
+            self.log.info("refusing a connection from {host}: {limit} already open",
+                          host=host, limit=self.limits.per_ip)
+            return None
+        return ServerProtocol(self, host)

@@ -128,11 +128,22 @@ def ensure_self_signed(data_dir: str, extra_names: tuple[str, ...] = ()) -> tupl
     return cert_path, key_path
 
 
+class RefusingTLSFactory(TLSMemoryBIOFactory):
+    """TLS around our factory, which may refuse a connection (return None):
+    the socket is then closed before any handshake work is spent on it."""
+
+    def buildProtocol(self, addr):  # noqa: N802
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None
+        return self.protocol(self, wrapped)
+
+
 class TLSServerService(StreamServerEndpointService):
     """Listens with TLS on an endpoint and says where, and with which certificate."""
 
     def __init__(self, endpoint, factory, tls: ReloadableServerTLS):
-        super().__init__(endpoint, TLSMemoryBIOFactory(tls, False, factory))
+        super().__init__(endpoint, RefusingTLSFactory(tls, False, factory))
         self.tls = tls
 
     def privilegedStartService(self) -> None:

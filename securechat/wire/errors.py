@@ -19,8 +19,10 @@ class Code(enum.StrEnum):
     TOO_LONG = "TOO_LONG"
     # the server failed; the request may be retried
     INTERNAL = "INTERNAL"
-    # flow control
+    # flow control and liveness
     RATE_LIMITED = "RATE_LIMITED"
+    LOGIN_TIMEOUT = "LOGIN_TIMEOUT"
+    PING_TIMEOUT = "PING_TIMEOUT"
     # accounts and login
     AUTH_REQUIRED = "AUTH_REQUIRED"
     AUTH_FAILED = "AUTH_FAILED"
