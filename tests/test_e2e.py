@@ -1,0 +1,201 @@
+"""End to end: real daemons in subprocesses, real TLS on 127.0.0.1, the
+client library and the securechat-client command."""
+
+import json
+import os
+import sys
+
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import TestCase
+
+from securechat.client.connector import Connector
+from securechat.client.session import ClientSession
+from securechat.client.trust import ServerTrust
+from securechat.crypto.certificates import parse_fingerprint
+from securechat.lineprotocol import tls_exporter
+from tests.daemon import ROOT, Daemon, environment
+from tests.identities import identity
+
+
+class LiveClient:
+    """A ClientSession connected to a daemon over TLS with the real reactor."""
+
+    def __init__(self, name, daemon, state=None):
+        self.name = name
+        self.state = state or {}
+        self.events = []
+        self.session = ClientSession(identity(name), name, dict(self.state), reactor,
+                                     self._save, tls_exporter)
+        self.session.subscribe(self.events.append)
+        trust = ServerTrust("127.0.0.1", fingerprint=parse_fingerprint(daemon.fingerprint))
+        self.connector = Connector(reactor, self.session, "127.0.0.1", daemon.port, trust)
+        self.connector.start()
+
+    def _save(self, state):
+        self.state = json.loads(json.dumps(state))
+
+    def of(self, kind):
+        return [e.fields for e in self.events if e.kind == kind]
+
+    def stop(self):
+        return self.connector.stop()
+
+
+@defer.inlineCallbacks
+def until(predicate, timeout=30.0, step=0.05):
+    """Poll C{predicate} on the reactor until it holds (no fixed sleeps)."""
+    waited = 0.0
+    while not predicate():
+        if waited >= timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        yield task.deferLater(reactor, step, lambda: None)
+        waited += step
+
+
+class DurabilityTests(TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.daemon = Daemon(os.path.abspath(self.mktemp()))
+        yield self.daemon.start()
+        self.clients = []
+        self.addCleanup(self._clean)
+
+    @defer.inlineCallbacks
+    def _clean(self):
+        for client in self.clients:
+            yield client.stop()
+        yield self.daemon.stop()
+
+    def client(self, name, state=None):
+        client = LiveClient(name, self.daemon, state)
+        self.clients.append(client)
+        return client
+
+    @defer.inlineCallbacks
+    def test_sigkill_loses_no_acknowledged_message(self):
+        """SIGKILL in the middle of a burst, restart: every acknowledged message is in
+        history, none twice, and the client finishes the burst after reconnecting."""
+        alice = self.client("alice")
+        yield alice.session.when_live()
+        yield alice.session.join("#lab")
+        for n in range(400):
+            alice.session.send_text("#lab", f"burst {n}")
+        yield until(lambda: len(alice.of("sent")) >= 120)
+        yield self.daemon.signal("KILL")
+        acked_before_kill = len(alice.of("sent"))
+        self.assertLess(acked_before_kill, 400)
+        yield self.daemon.start()
+        yield until(lambda: len(alice.of("sent")) == 400, timeout=90)
+        history = yield alice.session.history("#lab", 500)
+        texts = [m["text"] for m in history]
+        self.assertEqual(sorted(texts), sorted(f"burst {n}" for n in range(400)))
+        self.assertEqual(len(texts), len(set(texts)))
+
+    @defer.inlineCallbacks
+    def test_data_dir_holds_no_plaintext(self):
+        """After a conversation, no byte of what anyone typed is in the daemon's files."""
+        alice, bob = self.client("alice"), self.client("bob")
+        yield alice.session.when_live()
+        yield bob.session.when_live()
+        yield alice.session.join("#lab")
+        yield bob.session.join("#lab")
+        alice.session.send_text("#lab", "PLAINTEXT-CANARY-alpha")
+        bob.session.send_text("#lab", "PLAINTEXT-CANARY-bravo")
+        yield until(lambda: len(alice.of("message")) == 1 and len(bob.of("message")) == 1)
+        yield self.daemon.stop()
+        for directory, _, files in os.walk(self.daemon.data_dir):
+            for name in files:
+                with open(os.path.join(directory, name), "rb") as f:
+                    self.assertNotIn(b"PLAINTEXT-CANARY", f.read(), name)
+        self.assertNotIn("PLAINTEXT-CANARY", self.daemon.log)
+
+
+class BatchCommandTests(TestCase):
+    """securechat-client --batch, as a script would run it."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.daemon = Daemon(os.path.abspath(self.mktemp()))
+        yield self.daemon.start()
+        self.addCleanup(self.daemon.stop)
+        self.homes = os.path.abspath(self.mktemp())
+
+    @defer.inlineCallbacks
+    def batch(self, who, lines, *extra, nick=True):
+        env = {**environment(), "SECURECHAT_PASSPHRASE": f"pass-{who}"}
+        args = ["-m", "securechat.client.cli", "--batch", "--home",
+                os.path.join(self.homes, who), "--server", f"127.0.0.1:{self.daemon.port}",
+                "--trust-fingerprint", self.daemon.fingerprint, *extra]
+        if nick:
+            args += ["--nick", who]
+        out, err, code = yield _run(args, env, lines)
+        events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+        return events, err.decode(), code
+
+    @defer.inlineCallbacks
+    def test_three_clients_story(self):
+        """alice creates #lab, bob joins and they talk, carol joins while alone and reads
+        once alice is back, then alice kicks carol and carol reads nothing after."""
+        alice_run = self.batch("alice", ["/join #lab", "/wait 4", "hi bob"], "--linger", "2")
+        yield task.deferLater(reactor, 1.5, lambda: None)
+        bob, _, code = yield self.batch("bob", ["/join #lab", "hello alice", "/wait 3"])
+        alice, _, alice_code = yield alice_run
+        self.assertEqual((code, alice_code), (0, 0))
+        self.assertIn(("alice", "hi bob"), [(e["from"], e["text"]) for e in bob if e["event"] == "message"])
+        self.assertIn(("bob", "hello alice"), [(e["from"], e["text"]) for e in alice if e["event"] == "message"])
+        carol, _, _ = yield self.batch("carol", ["/join #lab", "/wait 1"])
+        self.assertTrue([e for e in carol if e["event"] == "key_pending"])
+        yield self.batch("alice", ["/join #lab", "welcome carol", "/wait 1"], nick=False)
+        carol, _, _ = yield self.batch("carol", ["/wait 1"], nick=False)
+        self.assertIn("welcome carol", [e["text"] for e in carol if e["event"] == "message"])
+        yield self.batch("alice", ["/join #lab", "/kick carol", "carol is out", "/wait 1"],
+                         nick=False)
+        bob, _, _ = yield self.batch("bob", ["/wait 1"], nick=False)
+        self.assertIn("carol is out", [e["text"] for e in bob if e["event"] == "message"])
+        carol, _, _ = yield self.batch("carol", ["/wait 1"], nick=False)
+        self.assertNotIn("carol is out", [e.get("text") for e in carol])
+        self.assertEqual([e["event"] for e in carol if e["event"] == "left"], ["left"])
+
+    @defer.inlineCallbacks
+    def test_one_line_errors(self):
+        """Misuse gives one line on stderr and exit code 2, never a traceback."""
+        _, err, code = yield self.batch("dora", ["x"], nick=False)
+        self.assertEqual(code, 2)
+        self.assertEqual(len(err.strip().splitlines()), 1)
+        self.assertIn("--nick", err)
+        yield self.batch("dora", ["/join #lab"])
+        env_home = os.path.join(self.homes, "dora")
+        out, err, code = yield _run(
+            ["-m", "securechat.client.cli", "--batch", "--home", env_home],
+            {**environment(), "SECURECHAT_PASSPHRASE": "wrong"}, ["x"])
+        self.assertEqual((code, err.decode().strip()), (2, f"securechat-client: {env_home}: wrong passphrase"))
+
+
+def _run(args, env, lines):
+    """Run the client with stdin; fire with (stdout, stderr, exit code)."""
+    from twisted.internet import protocol
+
+    class Collector(protocol.ProcessProtocol):
+        def __init__(self):
+            self.out, self.err, self.done = b"", b"", defer.Deferred()
+
+        def connectionMade(self):  # noqa: N802
+            self.transport.write("\n".join(lines).encode() + b"\n")
+            self.transport.closeStdin()
+
+        def outReceived(self, data):  # noqa: N802
+            self.out += data
+
+        def errReceived(self, data):  # noqa: N802
+            self.err += data
+
+        def processEnded(self, reason):  # noqa: N802
+            self.done.callback((self.out, self.err, reason.value.exitCode))
+
+    collector = Collector()
+    reactor.spawnProcess(collector, sys.executable, [sys.executable, *args], env=env, path=ROOT)
+    return collector.done
