@@ -1,0 +1,37 @@
+"""Tests for securechat.client.pins: trust on first use."""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from securechat.client.pins import CHANGED, NEW, SAME, PinStore
+from tests.identities import identity
+
+
+class PinStoreTests(SynchronousTestCase):
+    def test_first_sight_pins(self):
+        """The first key seen for a nick is pinned; the same key again is SAME."""
+        pins = PinStore()
+        self.assertEqual(pins.observe("Bob", identity("bob").public), NEW)
+        self.assertEqual(pins.observe("bob", identity("bob").public), SAME)
+        self.assertEqual(pins.usable("BOB"), identity("bob").public)
+
+    def test_change_is_held_until_accepted(self):
+        """A different key is not adopted: the pin is in doubt until the user accepts it."""
+        pins = PinStore()
+        pins.observe("bob", identity("bob").public)
+        self.assertEqual(pins.observe("bob", identity("mallory").public), CHANGED)
+        self.assertIsNone(pins.usable("bob"))
+        self.assertEqual(pins.pinned("bob"), identity("bob").public)
+        self.assertTrue(pins.accept_change("bob"))
+        self.assertEqual(pins.usable("bob"), identity("mallory").public)
+        self.assertFalse(pins.verified("bob"))
+
+    def test_verification_and_persistence(self):
+        """Verified marks survive a save, and a change voids verification."""
+        pins = PinStore()
+        pins.observe("bob", identity("bob").public)
+        pins.mark_verified("bob")
+        restored = PinStore(pins.to_dict())
+        self.assertTrue(restored.verified("bob"))
+        restored.observe("bob", identity("mallory").public)
+        self.assertFalse(restored.verified("bob"))
+        self.assertEqual(restored.nick_of(identity("bob").fingerprint), "bob")

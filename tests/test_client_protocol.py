@@ -1,0 +1,88 @@
+"""Tests for securechat.client.protocol: matching replies to requests."""
+
+from twisted.internet import task
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from securechat.client.protocol import ClientProtocol
+from securechat.wire import Code, WireError
+
+
+class RecordingSession:
+    def __init__(self):
+        self.events, self.errors, self.faults, self.lost = [], [], [], []
+
+    def connection_made(self, protocol):
+        pass
+
+    def connection_lost(self, protocol, reason):
+        self.lost.append(reason)
+
+    def server_event(self, verb, args):
+        self.events.append((verb, args))
+
+    def server_error(self, code, text):
+        self.errors.append(code)
+
+    def server_fault(self, text):
+        self.faults.append(text)
+
+
+class ClientProtocolTests(SynchronousTestCase):
+    def setUp(self):
+        self.session = RecordingSession()
+        self.protocol = ClientProtocol(self.session, task.Clock())
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+
+    def test_reply_collects_data_lines(self):
+        """Data lines under a request id are collected and the request fires on OK."""
+        d = self.protocol.request("LIST")
+        self.assertEqual(self.transport.value(), b"LIST 1\n")
+        self.protocol.dataReceived(b"ROOMINFO 1 #lab 2 :topic\nOK 1 1\n")
+        reply = self.successResultOf(d)
+        self.assertEqual([verb for verb, _ in reply.lines], ["ROOMINFO"])
+        self.assertEqual(reply.final[0], "OK")
+        self.assertEqual(self.session.events[0][0], "ROOMINFO")
+
+    def test_unprocessed_lines_stay_with_the_request(self):
+        """With process=False, data lines go only to the request, not to the session."""
+        d = self.protocol.request("HISTORY", "#lab", "before", "9", "5", process=False)
+        self.protocol.dataReceived(b"ROOMINFO 1 #lab 2 :x\nOK 1 0\n")
+        self.assertEqual(len(self.successResultOf(d).lines), 1)
+        self.assertEqual(self.session.events, [])
+
+    def test_error_fails_only_its_request(self):
+        """An ERROR fails the request with its id, as a WireError with the stable code."""
+        first, second = self.protocol.request("JOIN", "#a"), self.protocol.request("JOIN", "#b")
+        self.protocol.dataReceived(b"ERROR 2 BANNED :no\n")
+        failure = self.failureResultOf(second, WireError)
+        self.assertEqual(failure.value.code, Code.BANNED)
+        self.assertNoResult(first)
+
+    def test_pushed_lines_and_unmatched_errors(self):
+        """Lines with id '*' are events; an ERROR for no request is reported to the session."""
+        self.protocol.dataReceived(b"TOPIC * #lab alice :hi\nERROR * TOO_LONG :bye\n")
+        self.assertEqual([v for v, _ in self.session.events], ["TOPIC"])
+        self.assertEqual(self.session.errors, ["TOO_LONG"])
+
+    def test_garbage_from_server_is_reported_not_answered(self):
+        """A malformed line from the server is reported, and nothing is sent back."""
+        self.transport.clear()
+        self.protocol.dataReceived(b"\xff\xfe\n")
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(len(self.session.faults), 1)
+
+    def test_server_ping_answered(self):
+        """A server PING gets a PONG with the same id."""
+        self.protocol.dataReceived(b"PING s1\n")
+        self.assertEqual(self.transport.value(), b"PONG s1\n")
+
+    def test_disconnect_fails_pending(self):
+        """Requests still open when the connection drops fail with ConnectionLost."""
+        d = self.protocol.request("WHO", "#lab")
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(d, ConnectionLost)
+        self.assertEqual(len(self.session.lost), 1)
