@@ -4,6 +4,7 @@ scripted clients over StringTransport and a task.Clock."""
 import os
 
 from twisted.internet.error import ConnectionDone
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -373,3 +374,26 @@ class KeyRequestTests(SynchronousTestCase):
         self.alice.request("JOIN", "#empty")
         self.assertEqual(error_code(self.alice.request("KEYREQ", "#empty")), "NO_EPOCH")
 
+
+
+class LoggingTests(SynchronousTestCase):
+    def test_logs_hold_no_secrets(self):
+        """A conversation logs connections and room changes, but no token, signature or
+        wrapped key, in any form."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        server, keys = Server(), Keys()
+        alice, bob = server.user("alice"), server.user("bob")
+        alice.request("JOIN", "#lab")
+        bob.request("JOIN", "#lab")
+        _, wraps = keys.rotate(alice, "alice", "#lab", 1, ("alice", "bob"))
+        keys.message(alice, "alice", "#lab", 1, "secret words")
+        text = "\n".join(formatEvent(e) + repr(e) for e in events)
+        stored = server.service.store._runner.connection.execute(
+            "SELECT token, signature FROM messages").fetchone()
+        secrets = [*stored, *wraps.values(), identity("alice").public.enc_signature]
+        for secret in secrets:
+            self.assertNotIn(b64encode(secret)[:40], text)
+            self.assertNotIn(secret.hex()[:40], text)
+        self.assertIn("alice rotated #lab to epoch 1", text)

@@ -1,0 +1,169 @@
+"""A Hypothesis state machine that drives the server protocol with random
+room operations by several users, and checks the daemon against a plain
+model of rooms, roles, members and bans after every step."""
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.serverharness import Server
+
+USERS = ["alice", "bob", "carol"]
+ROOMS = ["#a", "#b"]
+RANKS = {"member": 0, "op": 1, "owner": 2}
+
+
+class RoomModel:
+    def __init__(self):
+        self.members: dict[str, str] = {}
+        self.bans: set[str] = set()
+        self.invite_only = False
+
+
+class ServerMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.server = Server()
+        self.clients = {name: self.server.user(name) for name in USERS}
+        self.model: dict[str, RoomModel] = {}
+
+    def reply(self, user, verb, *args):
+        frames = self.clients[user].request(verb, *args)
+        for client in self.clients.values():
+            client.frames()
+        [final] = [f for f in frames if f.verb in ("OK", "ERROR")]
+        return final
+
+    @rule(user=st.sampled_from(USERS), room=st.sampled_from(ROOMS))
+    def join(self, user, room):
+        final = self.reply(user, "JOIN", room)
+        model = self.model.get(room)
+        if model is None:
+            self.model[room] = model = RoomModel()
+            model.members[user] = "owner"
+            expected = "OK"
+        elif user in model.members:
+            expected = "OK"
+        elif user in model.bans:
+            expected = "BANNED"
+        elif model.invite_only:
+            expected = "INVITE_ONLY"
+        else:
+            model.members[user] = "owner" if not model.members else "member"
+            expected = "OK"
+        self.assertOutcome(final, expected)
+
+    @rule(user=st.sampled_from(USERS), room=st.sampled_from(ROOMS))
+    def part(self, user, room):
+        final = self.reply(user, "PART", room)
+        model = self.model.get(room)
+        if model is None:
+            return self.assertOutcome(final, "NO_SUCH_ROOM")
+        if user not in model.members:
+            return self.assertOutcome(final, "NOT_MEMBER")
+        self.remove(model, user)
+        self.assertOutcome(final, "OK")
+
+    @rule(actor=st.sampled_from(USERS), subject=st.sampled_from(USERS),
+          room=st.sampled_from(ROOMS), ban=st.booleans())
+    def kick(self, actor, subject, room, ban):
+        final = self.reply(actor, "BAN" if ban else "KICK", room, subject)
+        model = self.model.get(room)
+        if model is None:
+            return self.assertOutcome(final, "NO_SUCH_ROOM")
+        if actor not in model.members:
+            return self.assertOutcome(final, "NOT_MEMBER")
+        role = model.members[actor]
+        if role not in ("op", "owner") or RANKS[model.members.get(subject, "member")] >= RANKS[role]:
+            return self.assertOutcome(final, "NOT_ALLOWED")
+        if subject not in model.members and not ban:
+            return self.assertOutcome(final, "NOT_MEMBER")
+        if subject in model.members:
+            self.remove(model, subject)
+        if ban:
+            model.bans.add(subject)
+        self.assertOutcome(final, "OK")
+
+    @rule(actor=st.sampled_from(USERS), subject=st.sampled_from(USERS),
+          room=st.sampled_from(ROOMS))
+    def make_op(self, actor, subject, room):
+        final = self.reply(actor, "ROLE", room, subject, "op")
+        model = self.model.get(room)
+        if model is None:
+            return self.assertOutcome(final, "NO_SUCH_ROOM")
+        if actor not in model.members:
+            return self.assertOutcome(final, "NOT_MEMBER")
+        if model.members[actor] != "owner":
+            return self.assertOutcome(final, "NOT_ALLOWED")
+        if subject not in model.members:
+            return self.assertOutcome(final, "NOT_MEMBER")
+        if subject == actor:
+            return self.assertOutcome(final, "NOT_ALLOWED")
+        model.members[subject] = "op"
+        self.assertOutcome(final, "OK")
+
+    @rule(actor=st.sampled_from(USERS), room=st.sampled_from(ROOMS), on=st.booleans())
+    def invite_only(self, actor, room, on):
+        final = self.reply(actor, "SET", room, "invite_only", "on" if on else "off")
+        model = self.model.get(room)
+        if model is None:
+            return self.assertOutcome(final, "NO_SUCH_ROOM")
+        if actor not in model.members:
+            return self.assertOutcome(final, "NOT_MEMBER")
+        if model.members[actor] != "owner":
+            return self.assertOutcome(final, "NOT_ALLOWED")
+        model.invite_only = on
+        self.assertOutcome(final, "OK")
+
+    @rule(actor=st.sampled_from(USERS), subject=st.sampled_from(USERS),
+          room=st.sampled_from(ROOMS))
+    def unban(self, actor, subject, room):
+        final = self.reply(actor, "UNBAN", room, subject)
+        model = self.model.get(room)
+        if model is None:
+            return self.assertOutcome(final, "NO_SUCH_ROOM")
+        if actor not in model.members:
+            return self.assertOutcome(final, "NOT_MEMBER")
+        if model.members[actor] not in ("op", "owner"):
+            return self.assertOutcome(final, "NOT_ALLOWED")
+        model.bans.discard(subject)
+        self.assertOutcome(final, "OK")
+
+    @staticmethod
+    def remove(model: RoomModel, user: str) -> None:
+        role = model.members.pop(user)
+        if role == "owner" and model.members:
+            ops = [u for u, r in model.members.items() if r == "op"]
+            model.members[(ops or list(model.members))[0]] = "owner"
+
+    def assertOutcome(self, final, expected):
+        got = "OK" if final.verb == "OK" else final.args[0]
+        assert got == expected, f"expected {expected}, server said {final}"
+
+    @invariant()
+    def rooms_match_model(self):
+        service = self.server.service
+        for name, model in self.model.items():
+            room = service.rooms.find(name)
+            members = {service.accounts.by_id(u).nick: r for u, r in room.members.items()}
+            bans = {service.accounts.by_id(u).nick for u in room.bans}
+            assert members == model.members, (name, members, model.members)
+            assert bans == model.bans, (name, bans, model.bans)
+            assert room.invite_only == model.invite_only
+            owners = [u for u, r in members.items() if r == "owner"]
+            assert len(owners) == (1 if members else 0), members
+
+    @invariant()
+    def every_connection_alive(self):
+        for client in self.clients.values():
+            assert not client.transport.disconnecting
+
+
+class ServerModelTests(SynchronousTestCase):
+    def test_random_operations_match_model(self):
+        """Random joins, parts, kicks, bans, role and mode changes keep the daemon's rooms
+        equal to the model, with exactly one owner per non-empty room."""
+        run_state_machine_as_test(
+            ServerMachine, settings=settings(max_examples=60, stateful_step_count=30, deadline=None)
+        )
