@@ -39,10 +39,12 @@ class BatchTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(runner.done), EXIT_OK)
 
     def test_thousand_piped_lines(self):
-        """A thousand piped lines are paced, all acknowledged, and never overflow the stack."""
+        """A thousand piped lines are paced to the announced limits: all acknowledged, none
+        refused for flooding, and the stack never overflows."""
         _, runner, output = self.runner("alice")
         self.feed(runner, "/join #lab", *(f"line {n}" for n in range(1000)))
         self.assertEqual(len(self.events(output, "sent")), 1000)
+        self.assertEqual(self.events(output, "error"), [])
         self.assertEqual(self.successResultOf(runner.done), EXIT_OK)
 
     def test_errors_are_events_and_fail_the_run(self):

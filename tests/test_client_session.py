@@ -7,6 +7,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from securechat.client.session import LocalRoom
 from securechat.crypto.envelope import MessageHeader, seal
 from securechat.crypto.identity import safety_number
 from securechat.wire import b64encode
@@ -248,6 +249,39 @@ class AttackTests(SynchronousTestCase):
     def alice_record(self, epoch):
         signed = self.alice.session.keys.record("#lab", epoch)
         return signed.record.encode(), signed.signature
+
+    def test_server_cannot_slip_in_a_member(self):
+        """A member the server adds to an invite-only room without an op's signed invite
+        gets no key: holders withhold it and rotations leave them out."""
+        self.alice.session.request("SET", "#lab", "invite_only", "on")
+        self.net.settle()
+        mallory = self.net.client("mallory")
+        service = self.net.server.service
+        room, intruder = service.rooms.find("#lab"), service.accounts.find("mallory")
+        service.rooms.add_member(room, intruder.id, "member")
+        mallory.session.rooms["#lab"] = LocalRoom("#lab", epoch=room.epoch)
+        mallory.session._check_key(mallory.session.rooms["#lab"])
+        self.net.settle()
+        [withheld] = mallory.of("key_withheld")
+        self.assertEqual(withheld["code"], "not_invited")
+        self.alice.session.rotate("#lab")
+        self.net.settle()
+        epoch = self.alice.session.rooms["#lab"].epoch
+        self.assertIsNone(mallory.session.keys.key("#lab", epoch))
+        self.assertEqual(self.alice.of("rotated")[-1]["members"], 2)
+
+    def test_invited_member_gets_the_key(self):
+        """In an invite-only room, a member with an op-signed invite is given a key."""
+        self.alice.session.request("SET", "#lab", "invite_only", "on")
+        carol = self.net.client("carol")
+        self.alice.session.invite("#lab", "carol")
+        self.net.settle()
+        carol.session.join("#lab")
+        self.net.settle()
+        self.alice.session.send_text("#lab", "welcome, invited carol")
+        self.net.settle()
+        self.assertIn(("alice", "welcome, invited carol"), carol.texts())
+        self.assertEqual(carol.of("key_withheld"), [])
 
     def test_split_view_key_detected(self):
         """A wrap of a key other than the one the epoch record commits to is refused."""

@@ -161,6 +161,17 @@ class BatchCommandTests(TestCase):
         self.assertEqual([e["event"] for e in carol if e["event"] == "left"], ["left"])
 
     @defer.inlineCallbacks
+    def test_wrong_pin_refused(self):
+        """A daemon whose certificate is not the pinned one is refused: exit 2, and the
+        reason names both fingerprints; nothing is sent to it."""
+        events, _, code = yield self.batch("eve", ["/join #lab", "secret"], "--trust-fingerprint",
+                                           "AB" * 32)
+        self.assertEqual(code, 2)
+        [fatal] = [e for e in events if e["event"] == "fatal"]
+        self.assertEqual(fatal["code"], "UNTRUSTED_SERVER")
+        self.assertIn("does not match the pinned AB:AB", fatal["message"])
+
+    @defer.inlineCallbacks
     def test_one_line_errors(self):
         """Misuse gives one line on stderr and exit code 2, never a traceback."""
         _, err, code = yield self.batch("dora", ["x"], nick=False)

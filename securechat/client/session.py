@@ -131,18 +131,22 @@ class LocalRoom:
     # Messages we know the current epoch carried: the server demands a new
     # key after ROTATE_AFTER_MESSAGES, and rotating first wastes no sends.
     epoch_load: int = 0
+    # Members we saw in the room while it was open, or already gave a key:
+    # they need no invite if the room later becomes invite-only.
+    vouched: set = field(default_factory=set)
     # Messages are handled one after another, so a sender whose key must be
     # fetched first does not let later messages overtake theirs.
     chain: defer.Deferred = field(default_factory=lambda: defer.succeed(None))
 
     def to_dict(self) -> dict:
         return {"name": self.name, "last_seq": self.position(), "next_seq": self.next_seq,
-                "senders": self.senders, "seen": self.seen[-SEEN_IDS_PER_ROOM:]}
+                "senders": self.senders, "seen": self.seen[-SEEN_IDS_PER_ROOM:],
+                "vouched": sorted(self.vouched)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "LocalRoom":
         return cls(data["name"], last_seq=data["last_seq"], next_seq=data["next_seq"],
-                   senders=data["senders"], seen=data["seen"])
+                   senders=data["senders"], seen=data["seen"], vouched=set(data["vouched"]))
 
     def position(self) -> int:
         """The seq to resume from: nothing at or below it still needs showing."""
@@ -600,6 +604,8 @@ class ClientSession:
             return
         wrapped = wrap_key(key, members[fold(nick)]["identity"], room.name, epoch)
         yield self.request("WRAP", room.name, str(epoch), nick, b64encode(wrapped))
+        room.vouched.add(fold(nick))
+        self.save()
         self.emit("key_shared", room=room.name, nick=nick, epoch=epoch)
 
     @defer.inlineCallbacks
@@ -610,6 +616,8 @@ class ClientSession:
         for _, args in reply.lines:
             identity = self._observe(args["nick"], args)
             members[fold(args["nick"])] = {**args, "identity": identity}
+        if "invite_only" not in room.flags:
+            room.vouched.update(members)
         return members
 
     def _refusal(self, room: LocalRoom, members: dict, nick: str):
@@ -619,7 +627,8 @@ class ClientSession:
             return "not_member", f"{nick} is not in {room.name}"
         if member["identity"] is None:
             return "identity_changed", f"{nick}'s identity key changed and is not accepted yet"
-        if "invite_only" in room.flags and member["role"] == "member":
+        if ("invite_only" in room.flags and member["role"] == "member"
+                and fold(nick) not in room.vouched):
             inviter = members.get(fold(member.get("inviter") or ""))
             if (
                 inviter is None
@@ -680,6 +689,8 @@ class ClientSession:
         self.keys.add_own_key(room.name, epoch, key)
         room.epoch, room.history, room.key_requested = epoch, record.history, False
         room.epoch_load = 0
+        room.vouched.update(fold(m["nick"]) for m in members.values()
+                            if m["identity"] is not None and m["identity"] in included)
         room.flags.discard("rekey")
         self.save()
         self.emit("rotated", room=room.name, epoch=epoch, reason=reason,
