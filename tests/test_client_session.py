@@ -2,7 +2,6 @@
 service in one process (see tests.clientharness), including the attack cases
 of the key protocol."""
 
-import dataclasses
 import os
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -10,7 +9,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from securechat.client.session import LocalRoom
 from securechat.crypto.envelope import MessageHeader, seal
 from securechat.crypto.identity import safety_number
-from securechat.wire import b64encode
 from tests.clientharness import Network
 from tests.identities import identity
 

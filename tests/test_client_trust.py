@@ -10,14 +10,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
-from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from securechat.client.trust import ServerTrust
 from securechat.crypto.certificates import certificate_fingerprint, generate_self_signed
 from securechat.server.tls import ReloadableServerTLS, RefusingTLSFactory
-from tests.serverharness import make_service
-from tests.test_server_tls import TrackingServerFactory
+from tests.test_server_tls import Probe, TrackingServerFactory
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 
@@ -33,21 +31,6 @@ def san_less_certificate():
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
-
-
-class Greeting(Protocol):
-    def __init__(self):
-        self.greeted = defer.Deferred()
-        self.lost = defer.Deferred()
-
-    def dataReceived(self, data):  # noqa: N802
-        if not self.greeted.called:
-            self.greeted.callback(data)
-
-    def connectionLost(self, reason):  # noqa: N802
-        if not self.greeted.called:
-            self.greeted.errback(reason)
-        self.lost.callback(None)
 
 
 class TrustTests(TestCase):
@@ -69,7 +52,7 @@ class TrustTests(TestCase):
     @defer.inlineCallbacks
     def attempt(self, port, trust):
         protocol = yield connectProtocol(
-            wrapClientTLS(trust, TCP4ClientEndpoint(reactor, "127.0.0.1", port)), Greeting())
+            wrapClientTLS(trust, TCP4ClientEndpoint(reactor, "127.0.0.1", port)), Probe())
         try:
             yield protocol.greeted
             return True

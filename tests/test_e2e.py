@@ -139,7 +139,8 @@ class BatchCommandTests(TestCase):
     @defer.inlineCallbacks
     def test_three_clients_story(self):
         """alice creates #lab, bob joins and they talk, carol joins while alone and reads
-        once alice is back, then alice kicks carol and carol reads nothing after."""
+        once alice is back, alice kicks carol and carol reads nothing after; after a
+        SIGKILL and restart, /history shows every acknowledged message."""
         alice_run = self.batch("alice", ["/join #lab", "/wait 4", "hi bob"], "--linger", "2")
         yield task.deferLater(reactor, 1.5, lambda: None)
         bob, _, code = yield self.batch("bob", ["/join #lab", "hello alice", "/wait 3"])
@@ -159,6 +160,20 @@ class BatchCommandTests(TestCase):
         carol, _, _ = yield self.batch("carol", ["/wait 1"], nick=False)
         self.assertNotIn("carol is out", [e.get("text") for e in carol])
         self.assertEqual([e["event"] for e in carol if e["event"] == "left"], ["left"])
+
+        # SIGKILL in the middle of a burst, restart: /history has every acknowledged line.
+        burst = self.batch("alice", ["/join #lab", *(f"burst {n}" for n in range(200))],
+                           "--connect-timeout", "60", nick=False)
+        yield task.deferLater(reactor, 2.5, lambda: None)
+        yield self.daemon.signal("KILL")
+        yield self.daemon.start()
+        alice, _, code = yield burst
+        self.assertEqual(code, 0)
+        acknowledged = {e["text"] for e in alice if e["event"] == "sent"}
+        self.assertEqual(len(acknowledged), 200)
+        bob, _, _ = yield self.batch("bob", ["/join #lab", "/history 400"], nick=False)
+        history = {e["text"] for e in bob if e["event"] == "message" and e.get("history")}
+        self.assertEqual(acknowledged - history, set())
 
     @defer.inlineCallbacks
     def test_wrong_pin_refused(self):

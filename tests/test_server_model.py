@@ -57,11 +57,9 @@ class ServerMachine(RuleBasedStateMachine):
     @rule(user=st.sampled_from(USERS), room=st.sampled_from(ROOMS))
     def part(self, user, room):
         final = self.reply(user, "PART", room)
-        model = self.model.get(room)
+        model = self.guard(final, room, user)
         if model is None:
-            return self.assertOutcome(final, "NO_SUCH_ROOM")
-        if user not in model.members:
-            return self.assertOutcome(final, "NOT_MEMBER")
+            return
         self.remove(model, user)
         self.assertOutcome(final, "OK")
 
@@ -69,11 +67,9 @@ class ServerMachine(RuleBasedStateMachine):
           room=st.sampled_from(ROOMS), ban=st.booleans())
     def kick(self, actor, subject, room, ban):
         final = self.reply(actor, "BAN" if ban else "KICK", room, subject)
-        model = self.model.get(room)
+        model = self.guard(final, room, actor)
         if model is None:
-            return self.assertOutcome(final, "NO_SUCH_ROOM")
-        if actor not in model.members:
-            return self.assertOutcome(final, "NOT_MEMBER")
+            return
         role = model.members[actor]
         if role not in ("op", "owner") or RANKS[model.members.get(subject, "member")] >= RANKS[role]:
             return self.assertOutcome(final, "NOT_ALLOWED")
@@ -89,13 +85,9 @@ class ServerMachine(RuleBasedStateMachine):
           room=st.sampled_from(ROOMS))
     def make_op(self, actor, subject, room):
         final = self.reply(actor, "ROLE", room, subject, "op")
-        model = self.model.get(room)
+        model = self.guard(final, room, actor, "owner")
         if model is None:
-            return self.assertOutcome(final, "NO_SUCH_ROOM")
-        if actor not in model.members:
-            return self.assertOutcome(final, "NOT_MEMBER")
-        if model.members[actor] != "owner":
-            return self.assertOutcome(final, "NOT_ALLOWED")
+            return
         if subject not in model.members:
             return self.assertOutcome(final, "NOT_MEMBER")
         if subject == actor:
@@ -106,13 +98,9 @@ class ServerMachine(RuleBasedStateMachine):
     @rule(actor=st.sampled_from(USERS), room=st.sampled_from(ROOMS), on=st.booleans())
     def invite_only(self, actor, room, on):
         final = self.reply(actor, "SET", room, "invite_only", "on" if on else "off")
-        model = self.model.get(room)
+        model = self.guard(final, room, actor, "owner")
         if model is None:
-            return self.assertOutcome(final, "NO_SUCH_ROOM")
-        if actor not in model.members:
-            return self.assertOutcome(final, "NOT_MEMBER")
-        if model.members[actor] != "owner":
-            return self.assertOutcome(final, "NOT_ALLOWED")
+            return
         model.invite_only = on
         self.assertOutcome(final, "OK")
 
@@ -120,15 +108,25 @@ class ServerMachine(RuleBasedStateMachine):
           room=st.sampled_from(ROOMS))
     def unban(self, actor, subject, room):
         final = self.reply(actor, "UNBAN", room, subject)
-        model = self.model.get(room)
+        model = self.guard(final, room, actor, "op", "owner")
         if model is None:
-            return self.assertOutcome(final, "NO_SUCH_ROOM")
-        if actor not in model.members:
-            return self.assertOutcome(final, "NOT_MEMBER")
-        if model.members[actor] not in ("op", "owner"):
-            return self.assertOutcome(final, "NOT_ALLOWED")
+            return
         model.bans.discard(subject)
         self.assertOutcome(final, "OK")
+
+    def guard(self, final, room, actor, *roles):
+        """The model room if C{actor} may act there with one of C{roles}; otherwise check
+        that the server refused as the model says, and return None."""
+        model = self.model.get(room)
+        if model is None:
+            self.assertOutcome(final, "NO_SUCH_ROOM")
+        elif actor not in model.members:
+            self.assertOutcome(final, "NOT_MEMBER")
+        elif roles and model.members[actor] not in roles:
+            self.assertOutcome(final, "NOT_ALLOWED")
+        else:
+            return model
+        return None
 
     @staticmethod
     def remove(model: RoomModel, user: str) -> None:

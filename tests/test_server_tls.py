@@ -20,13 +20,13 @@ from securechat.crypto.certificates import (
     subject_alt_names,
 )
 from securechat.server.protocol import ServerFactory
-from tests.serverharness import make_service
 from securechat.server.tls import (
     ReloadableServerTLS,
     TLSMaterialError,
     ensure_self_signed,
     hardened_options,
 )
+from tests.serverharness import make_service
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 

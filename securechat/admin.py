@@ -1,0 +1,98 @@
+# -*- test-case-name: tests.test_admin -*-
+"""``securechat-admin``: operator commands on a daemon's data dir.
+
+It works on the data dir of a stopped or a running daemon (SQLite lets one
+writer in at a time and the daemon's connection waits its turn). Every error
+is one line on stderr with exit code 2.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+from cryptography import x509
+
+from securechat.config import ConfigError, build_settings
+from securechat.crypto.certificates import certificate_fingerprint, format_fingerprint
+from securechat.server.passwords import new_registration_token, token_digest
+from securechat.server.sqlite_store import InlineRunner, SQLiteStore
+from securechat.server.tls import SELF_SIGNED_CERT
+
+DATABASE_FILE = "securechat.db"
+
+
+class AdminError(Exception):
+    """Reported as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="securechat-admin",
+                                     description="Operator commands for a securechat daemon.")
+    parser.add_argument("--config", help="the daemon's TOML config (to find its data dir)")
+    parser.add_argument("--data-dir", help="the daemon's data dir (overrides --config)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    token = commands.add_parser("token", help="registration tokens")
+    token_commands = token.add_subparsers(dest="action", required=True)
+    create = token_commands.add_parser("create", help="create one-time registration tokens")
+    create.add_argument("--count", type=int, default=1, help="how many (default 1)")
+    commands.add_parser("fingerprint", help="the server certificate's SHA-256 fingerprint")
+    return parser
+
+
+def _settings(options):
+    try:
+        return build_settings(options.config, {"data-dir": options.data_dir})
+    except ConfigError as error:
+        raise AdminError(str(error)) from None
+
+
+def _store(data_dir: str) -> SQLiteStore:
+    path = os.path.join(data_dir, DATABASE_FILE)
+    if not os.path.exists(path):
+        raise AdminError(f"no database in {data_dir}: start the daemon once, or pass the "
+                         f"right --data-dir or --config")
+    store = SQLiteStore(InlineRunner(path))
+    store.load()
+    return store
+
+
+def token_create(options, out) -> None:
+    if not 1 <= options.count <= 1000:
+        raise AdminError("--count takes 1 to 1000")
+    store = _store(_settings(options).data_dir)
+    try:
+        for _ in range(options.count):
+            token = new_registration_token()
+            store.add_registration_token(token_digest(token), time.time())
+            out.write(token + "\n")
+    finally:
+        store.close()
+
+
+def fingerprint(options, out) -> None:
+    settings = _settings(options)
+    path = settings.tls_cert or os.path.join(settings.data_dir, SELF_SIGNED_CERT)
+    try:
+        with open(path, "rb") as f:
+            certificate = x509.load_pem_x509_certificates(f.read())[0]
+    except OSError as error:
+        raise AdminError(f"{path}: {error.strerror}") from None
+    except ValueError:
+        raise AdminError(f"{path}: not a PEM certificate") from None
+    out.write(f"sha256 Fingerprint={format_fingerprint(certificate_fingerprint(certificate))}\n")
+
+
+def main(argv=None, out=sys.stdout, err=sys.stderr) -> int:
+    options = build_parser().parse_args(argv)
+    command = {"token": token_create, "fingerprint": fingerprint}[options.command]
+    try:
+        command(options, out)
+    except AdminError as error:
+        err.write(f"securechat-admin: {error}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
