@@ -45,7 +45,7 @@ class _Watcher(protocol.ProcessProtocol):
     def processEnded(self, reason):  # noqa: N802
         if not self.ready.called:
             self.ready.errback(RuntimeError("daemon exited early:\n" + self.output.decode()))
-        self.ended.callback(reason.value.exitCode)
+        self.ended.callback((reason.value.exitCode, reason.value.signal))
 
 
 class Daemon:
