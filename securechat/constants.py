@@ -176,6 +176,10 @@ MAX_HISTORY_PAGE = 500
 # client pages on with HISTORY.
 SYNC_PAGE = 1000
 
+# ... and no reply carries more than about this many bytes of messages, half
+# the send-queue limit, so a client reading at full speed is never dropped.
+REPLY_BUDGET_BYTES = 512 * 1024
+
 # Flood control: a token bucket per connection. Generous enough for bots and
 # pasted text (a human never comes close); it stops runaway clients.
 RATE_LINES_PER_SECOND = 200

@@ -1,6 +1,6 @@
 """Tests for securechat.server.protocol over StringTransport."""
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
@@ -143,3 +143,16 @@ class LoginTests(SynchronousTestCase):
         client.protocol.dataReceived(b"PING 1 " + b"A" * 5000 + b"\n")
         self.assertEqual(client.frames()[0].args[0], "TOO_LONG")
         self.assertTrue(client.transport.disconnecting)
+
+    def test_no_login_while_one_is_pending(self):
+        """A second REGISTER or LOGIN while one is being committed is refused, and a
+        connection lost meanwhile is never attached to fan-out."""
+        commit = defer.Deferred()
+        self.server.service.store.add_user = lambda *args: commit
+        client = self.server.connect()
+        self.assertEqual(client.register("alice"), [])
+        [error] = client.login("alice")
+        self.assertEqual(error.args[0], "ALREADY_AUTHENTICATED")
+        client.protocol.connectionLost(Failure(ConnectionDone()))
+        commit.callback(77)
+        self.assertFalse(self.server.service.fanout.online(77))

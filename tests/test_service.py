@@ -12,6 +12,7 @@ from securechat.constants import ROTATE_AFTER_MESSAGES, ROTATE_AFTER_SECONDS
 from securechat.crypto.envelope import MessageHeader, seal
 from securechat.crypto.roomkeys import EpochRecord, new_epoch, new_room_key, wrap_key
 from securechat.server.rooms import RoomLimits
+from securechat.server.store import MessageRow
 from securechat.crypto.identity import invite_signature, verify_invite
 from securechat.wire import b64encode
 from tests.identities import identity
@@ -397,3 +398,79 @@ class LoggingTests(SynchronousTestCase):
             self.assertNotIn(b64encode(secret)[:40], text)
             self.assertNotIn(secret.hex()[:40], text)
         self.assertIn("alice rotated #lab to epoch 1", text)
+
+
+class ReviewRegressionTests(SynchronousTestCase):
+    """Faults a review found, each pinned by a test."""
+
+    def setUp(self):
+        self.server = Server()
+        self.keys = Keys()
+        self.alice, self.bob, self.carol = (self.server.user(n) for n in ("alice", "bob", "carol"))
+        for client in (self.alice, self.bob, self.carol):
+            client.request("JOIN", "#lab")
+        self.keys.rotate(self.alice, "alice", "#lab", 1, ("alice", "bob", "carol"), history="shared")
+        self.server.service.rooms.find("#lab").holders.discard(
+            self.server.service.accounts.find("carol").id)
+        for client in (self.alice, self.bob, self.carol):
+            client.frames()
+
+    def test_only_holders_withhold(self):
+        """A member who holds no key cannot withhold someone else's key request."""
+        dave = self.server.user("dave")
+        dave.request("JOIN", "#lab")
+        dave.request("KEYREQ", "#lab")
+        self.assertEqual(error_code(self.carol.request("WITHHOLD", "#lab", "1", "dave", "x")),
+                         "NOT_ALLOWED")
+
+    def test_key_request_refiled_after_junk_wrap(self):
+        """A junk wrap does not stop its target from asking again."""
+        self.alice.request("WRAP", "#lab", "1", "carol", b64encode(b"\x00" * 384))
+        self.carol.frames()
+        self.assertEqual(verbs_of(self.carol.request("KEYREQ", "#lab")), ["PENDING", "OK"])
+
+    def test_deleted_room_fails_only_its_messages(self):
+        """A room deleted while its message waits in a batch fails that message alone."""
+        self.alice.request("JOIN", "#other")
+        self.keys.rotate(self.alice, "alice", "#other", 1, ("alice",))
+        self.keys.message(self.alice, "alice", "#other", 1, "queue me")
+        service = self.server.service
+        other, lab = service.rooms.find("#other"), service.rooms.find("#lab")
+        alice_id, bob_id = service.accounts.find("alice").id, service.accounts.find("bob").id
+        doomed = service.messages.append(MessageRow(other.id, alice_id, 1, 50, b"d" * 16, b"t",
+                                                    b"s", 0.0))
+        kept = service.messages.append(MessageRow(lab.id, bob_id, 1, 50, b"k" * 16, b"t", b"s",
+                                                  0.0))
+        service.store.delete_room(other.id)
+        self.server.clock.advance(0)
+        self.assertEqual(self.successResultOf(doomed).outcome, "gone")
+        self.assertEqual(self.successResultOf(kept).outcome, "stored")
+
+    def test_bad_sync_positions(self):
+        """Odd digits and huge numbers in SYNC positions are BAD_ARGUMENTS, not a crash."""
+        for positions in ["#lab=\u00b2", "#lab=99999999999999999999999"]:
+            self.assertEqual(error_code(self.bob.request("SYNC", positions)), "BAD_ARGUMENTS")
+
+    def test_record_with_wrong_types(self):
+        """An epoch record with a number where a name belongs is BAD_EPOCH_RECORD."""
+        import json
+
+        document = json.loads(self.keys.records[("#lab", 1)].encode())
+        document["room"] = 5
+        record = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+        frames = self.alice.request("ROTATE", "#lab", "2", b64encode(record), b64encode(b"s" * 384),
+                                    b64encode(b"w" * 384))
+        self.assertEqual(error_code(frames), "BAD_EPOCH_RECORD")
+
+    def test_big_replies_are_paged(self):
+        """History never answers with more than the reply budget; the rest is paged."""
+        from securechat.constants import REPLY_BUDGET_BYTES
+
+        for n in range(40):
+            self.keys.message(self.alice, "alice", "#lab", 1, "x" * 15000)
+        self.bob.frames()
+        page = self.bob.request("HISTORY", "#lab", "after", "0", "500")
+        self.assertLess(sum(len(f.args[6]) for f in page[:-1]) * 3 // 4, REPLY_BUDGET_BYTES)
+        self.assertLess(len(page) - 1, 40)
+        synced = self.bob.request("SYNC", "#lab=0")
+        self.assertIn("MORE", verbs_of(synced))

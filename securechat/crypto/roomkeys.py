@@ -117,10 +117,12 @@ class EpochRecord:
                 created=fields["created"],
                 prev_box=base64.urlsafe_b64decode(fields["prev_box"]),
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise RoomKeyError("malformed epoch record") from None
         if (
-            not isinstance(record.epoch, int)
+            type(record.epoch) is not int
+            or type(record.created) is not int
+            or not all(isinstance(v, str) for v in (record.room, record.reason, record.history))
             or record.epoch < FIRST_EPOCH
             or record.history not in HISTORY_POLICIES
             or record.encode() != data

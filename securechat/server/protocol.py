@@ -6,6 +6,7 @@ lines and service calls."""
 import collections
 import itertools
 import os
+import re
 from functools import partial
 
 from twisted.internet.interfaces import IPushProducer
@@ -32,12 +33,16 @@ GREETING_TEXT = "securechat ready; the protocol is described in docs/protocol.md
 PRE_LOGIN_VERBS = frozenset({"PING", "PONG", "REGISTER", "LOGIN"})
 
 
+_SEQ = re.compile(r"(?:0|[1-9][0-9]{0,18})\Z")
+_MAX_SEQ = 2**63 - 1
+
+
 def parse_positions(text: str | None) -> dict[str, int]:
     """SYNC's ``#room=seq #room=seq`` list, by folded room name."""
     positions = {}
     for item in (text or "").split():
         room, _, seq = item.partition("=")
-        if not room.startswith("#") or not seq.isdigit():
+        if not room.startswith("#") or not _SEQ.match(seq) or int(seq) > _MAX_SEQ:
             raise WireError(Code.BAD_ARGUMENTS, "SYNC takes '#room=seq' items separated by spaces")
         positions[fold(room)] = int(seq)
     return positions
@@ -70,6 +75,7 @@ class ServerProtocol(LineProtocol):
         self.limits = factory.limits
         self.host = host
         self.user = None
+        self.logging_in = False
         self.nonce = os.urandom(AUTH_NONCE_BYTES)
         self.bucket = TokenBucket(self.limits.rate_per_second, self.limits.rate_burst,
                                   self.clock.seconds())
@@ -117,8 +123,8 @@ class ServerProtocol(LineProtocol):
     def authorize(self, verb: str, request_id: str) -> None:
         if self.user is None and verb not in PRE_LOGIN_VERBS:
             raise WireError(Code.AUTH_REQUIRED, "log in or register first", request_id)
-        if self.user is not None and verb in ("REGISTER", "LOGIN"):
-            raise WireError(Code.ALREADY_AUTHENTICATED, f"already logged in as {self.user.nick}",
+        if verb in ("REGISTER", "LOGIN") and (self.user is not None or self.logging_in):
+            raise WireError(Code.ALREADY_AUTHENTICATED, "already logged in, or logging in",
                             request_id)
 
     # -- output and backpressure ------------------------------------------------
@@ -222,6 +228,9 @@ class ServerProtocol(LineProtocol):
                             self.factory.channel_binding(self.transport))
 
     def _logged_in(self, request_id: str, user) -> None:
+        self.logging_in = False
+        if self._closing:
+            return
         self.user = user
         self.max_line_length = MAX_LINE_AUTHENTICATED
         if self._login_call is not None and self._login_call.active():
@@ -238,8 +247,13 @@ class ServerProtocol(LineProtocol):
         def verify(identity, claimed):
             return self._verify_login(identity, claimed, login_signature)
 
+        def failed(failure):
+            self.logging_in = False
+            return failure
+
+        self.logging_in = True
         d = self.service.register(nick, sign_key, enc_key, enc_signature, verify, token)
-        return d.addCallback(partial(self._logged_in, request_id))
+        return d.addCallbacks(partial(self._logged_in, request_id), failed)
 
     def handle_login(self, request_id, nick, login_signature):
         user = self.service.accounts.check_login(

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from securechat.constants import (
     MAX_HISTORY_PAGE,
     MAX_REASON_LENGTH,
+    REPLY_BUDGET_BYTES,
     ROTATE_AFTER_MESSAGES,
     ROTATE_AFTER_SECONDS,
     SYNC_PAGE,
@@ -206,12 +207,18 @@ class ChatService(service.Service):
             password_ok = yield self._run_blocking(
                 check_room_password, password or "", room.password_hash
             )
-        self.rooms.check_join(room, user.id, password_ok)
-        role = "owner" if not room.members else "member"
-        yield self.store.add_member(room.id, user.id, role, self.now())
         if user.id in room.members:
             return [self._room_state(room, user), ok()]
+        self.rooms.check_join(room, user.id, password_ok)
+        role = "owner" if not room.members else "member"
+        # Applied before the write, so that a concurrent join, kick or ban sees it;
+        # the reply still waits for the commit.
         self.rooms.add_member(room, user.id, role)
+        try:
+            yield self.store.add_member(room.id, user.id, role, self.now())
+        except BaseException:
+            self.rooms.remove_member(room, user.id, banned=False)
+            raise
         if self.history_policy(room) == "joined" and room.epoch >= FIRST_EPOCH:
             # A newcomer may read only what is sent after they joined: the next
             # message needs an epoch whose key they were given.
@@ -379,6 +386,8 @@ class ChatService(service.Service):
         if result.outcome == "duplicate":
             acknowledge([("DUPLICATE", (str(result.server_seq),))])
             return
+        if result.outcome == "gone":
+            raise WireError(Code.NO_SUCH_ROOM, f"{room.name} was deleted")
         if result.outcome == "seq_reused":
             raise WireError(Code.SEQ_REUSED,
                             f"seq {row.seq} already carried another message ({result.server_seq})")
@@ -400,6 +409,7 @@ class ChatService(service.Service):
             room.id, server_seq if direction == "before" else None,
             server_seq if direction == "after" else None, limit,
         )
+        rows = within_budget(rows, keep_newest=direction == "before")
         return [*(events.message(room, r, self._nick(r.sender_id)) for r in rows),
                 ok(str(len(rows)))]
 
@@ -411,12 +421,13 @@ class ChatService(service.Service):
         lines = []
         for room in self.rooms.rooms_of(user.id):
             after = positions.get(fold(room.name), 0)
-            rows = yield self.store.history(room.id, None, after, SYNC_PAGE)
+            page = yield self.store.history(room.id, None, after, SYNC_PAGE)
+            rows = within_budget(page, keep_newest=False)
             first_epoch = min([r.epoch for r in rows] + [room.epoch])
             lines.append(self._room_state(room, user))
             lines.extend((yield self._keys_from(room, user, first_epoch)))
             lines.extend(events.message(room, r, self._nick(r.sender_id)) for r in rows)
-            if len(rows) == SYNC_PAGE:
+            if rows and len(rows) < len(page) or len(page) == SYNC_PAGE:
                 lines.append(events.more(room, rows[-1].server_seq))
         return [*lines, ok()]
 
@@ -522,8 +533,8 @@ class ChatService(service.Service):
         room = self.rooms.require_member(name, user.id)
         if room.epoch < FIRST_EPOCH:
             raise WireError(Code.NO_EPOCH, f"{room.name} has no key yet: the next sender makes one")
-        if user.id in room.holders:
-            return [ok(str(room.epoch))]
+        # No shortcut for members the server counts as holders: a wrap it
+        # stored for them may have been junk, and only they can tell.
         request = WrapRequestRow(room.id, user.id, room.epoch, self.now())
         yield self.store.put_wrap_request(request)
         self.requests.put(request)
@@ -535,6 +546,9 @@ class ChatService(service.Service):
                  text: str | None):
         room = self.rooms.require_member(name, user.id)
         target = self.accounts.require(nick)
+        if user.id not in room.holders or epoch != room.epoch:
+            raise WireError(Code.NOT_ALLOWED, f"only a holder of the current key of {room.name} "
+                                              f"may answer for it")
         request = self.requests.get(room.id, target.id)
         if request is None or request.withheld_code:
             raise WireError(Code.NO_SUCH_REQUEST, f"{target.nick} is not waiting for a key")
@@ -544,6 +558,19 @@ class ChatService(service.Service):
         self.requests.put(withheld)
         self._push(target.id, events.withheld(room, epoch, user.nick, code, text))
         return [ok()]
+
+
+def within_budget(rows, keep_newest: bool):
+    """As many rows as fit in REPLY_BUDGET_BYTES (always at least one): a reply
+    must never be so big that a client reading at full speed trips the
+    slow-reader limit. The client pages on for the rest."""
+    kept, size = [], 0
+    for row in reversed(rows) if keep_newest else rows:
+        size += len(row.token) + len(row.signature) + 256
+        if kept and size > REPLY_BUDGET_BYTES:
+            break
+        kept.append(row)
+    return list(reversed(kept)) if keep_newest else kept
 
 
 def _history_of(record: bytes) -> str:

@@ -477,12 +477,18 @@ def _append_messages(txn, rows: list[MessageRow]) -> list[AppendResult]:
             (row.room_id,),
         )
         server_seq = txn.fetchone()[0]
-        txn.execute(
-            "INSERT INTO messages (room_id, server_seq, sender_id, epoch, seq, message_id, token,"
-            " signature, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (row.room_id, server_seq, row.sender_id, row.epoch, row.seq, row.message_id,
-             row.token, row.signature, row.received),
-        )
+        try:
+            txn.execute(
+                "INSERT INTO messages (room_id, server_seq, sender_id, epoch, seq, message_id,"
+                " token, signature, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (row.room_id, server_seq, row.sender_id, row.epoch, row.seq, row.message_id,
+                 row.token, row.signature, row.received),
+            )
+        except sqlite3.IntegrityError:
+            # The room was deleted since this message was queued; only this row
+            # fails (SQLite undoes the statement, not the transaction).
+            results.append(AppendResult("gone", 0))
+            continue
         results.append(AppendResult("stored", server_seq))
     return results
 

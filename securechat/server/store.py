@@ -88,7 +88,8 @@ class AppendResult:
     """What became of one appended message.
 
     @ivar outcome: "stored", "duplicate" (this exact message was stored
-        before) or "seq_reused" (the sender's seq was used by another message).
+        before), "seq_reused" (the sender's seq was used by another message)
+        or "gone" (its room was deleted meanwhile).
     """
 
     outcome: str
