@@ -208,6 +208,19 @@ class AttackTests(SynchronousTestCase):
         self.net.settle()
         self.assertEqual(self.bob.of("message"), [original])
 
+    def test_old_message_replayed_after_seen_window(self):
+        """A message replayed after its id left the remembered window is still refused."""
+        stored = self.net.server.service.store._runner.connection.execute(
+            "SELECT server_seq, epoch, seq, message_id, token, signature FROM messages").fetchone()
+        args = dict(zip(["server_seq", "epoch", "seq", "message_id", "token", "signature"], stored))
+        self.bob.session.rooms["#lab"].seen.clear()
+        self.bob.session.server_event("MESSAGE", {"room": "#lab", "sender": "alice",
+                                                  "received_ms": 0, **args})
+        self.net.settle()
+        self.assertEqual(len(self.bob.of("message")), 1)
+        [refused] = self.bob.of("verification_failed")
+        self.assertIn("a replay", refused["reason"])
+
     def test_message_moved_to_other_room(self):
         """A token moved to another room fails verification, visibly."""
         self.bob.session.join("#other")
@@ -267,6 +280,76 @@ class AttackTests(SynchronousTestCase):
         epoch = self.alice.session.rooms["#lab"].epoch
         self.assertIsNone(mallory.session.keys.key("#lab", epoch))
         self.assertEqual(self.alice.of("rotated")[-1]["members"], 2)
+
+    def inject(self, nick, role="member"):
+        """The server adds C{nick} to #lab without any invite."""
+        service = self.net.server.service
+        room = service.rooms.find("#lab")
+        service.rooms.add_member(room, service.accounts.find(nick).id, role)
+
+    def make_invite_only(self):
+        self.alice.session.request("SET", "#lab", "invite_only", "on")
+        self.net.settle()
+
+    def test_epoch_from_untrusted_rotator_refused(self):
+        """An epoch record signed by someone not trusted as a member is refused,
+        so nobody seals messages under a key that person knows."""
+        self.make_invite_only()
+        mallory = self.net.client("mallory")
+        self.inject("mallory")
+        epoch = self.alice.session.rooms["#lab"].epoch + 1
+        previous = self.alice.session.keys.record("#lab", epoch - 1).record
+        from securechat.crypto.roomkeys import new_epoch
+
+        _, record, signature, _ = new_epoch(identity("mallory"), "#lab", epoch, previous, None,
+                                            [identity(n).public for n in ("alice", "mallory")],
+                                            "takeover", "joined", 1)
+        self.alice.session.server_event("EPOCH", {"room": "#lab", "epoch": epoch,
+                                                  "rotator": "mallory", "record": record.encode(),
+                                                  "signature": signature})
+        self.net.settle()
+        self.assertIn("no reason to trust", self.alice.of("verification_failed")[-1]["reason"])
+        self.assertEqual(self.alice.session.rooms["#lab"].epoch, epoch - 1)
+        del mallory
+
+    def test_server_claimed_op_is_not_trusted(self):
+        """A member the server injects with an op role still gets no key."""
+        self.make_invite_only()
+        self.net.client("mallory")
+        self.inject("mallory", role="op")
+        self.alice.session.rotate("#lab")
+        self.net.settle()
+        self.assertEqual(self.alice.of("rotated")[-1]["members"], 2)
+
+    def test_fake_open_flag_does_not_vouch(self):
+        """Once a room was seen invite-only, a server claiming it open vouches nobody."""
+        self.make_invite_only()
+        self.net.client("mallory")
+        self.inject("mallory")
+        self.alice.session.server_event("SETTINGS", {"room": "#lab", "by": "alice",
+                                                     "flags": "joined"})
+        self.alice.session.rotate("#lab")
+        self.net.settle()
+        self.assertEqual(self.alice.of("rotated")[-1]["members"], 2)
+
+    def test_only_the_current_epoch_is_served(self):
+        """A key request naming an old epoch is not answered with that epoch's key."""
+        self.alice.session.rotate("#lab")
+        self.net.settle()
+        self.net.client("carol")
+        self.inject("carol")
+        self.alice.session.server_event("WRAPREQ", {"room": "#lab", "epoch": 1, "nick": "carol"})
+        self.net.settle()
+        self.assertEqual(self.alice.of("key_shared"), [])
+
+    def test_pending_message_not_duplicated(self):
+        """A message waiting for its key, delivered again on reconnect, is kept once."""
+        forged = self.forge_message("alice", "alice", "once", seq=2)
+        room = self.bob.session.rooms["#lab"]
+        self.bob.session.keys.forget_room("#lab")
+        self.bob.session.server_event("MESSAGE", forged)
+        self.bob.session.server_event("MESSAGE", forged)
+        self.assertEqual(len(room.pending), 1)
 
     def test_invited_member_gets_the_key(self):
         """In an invite-only room, a member with an op-signed invite is given a key."""

@@ -10,7 +10,9 @@ from securechat.crypto.identity import PublicIdentity
 from securechat.names import fold
 from securechat.wire import b64decode, b64encode
 
-NEW, SAME, CHANGED = "new", "same", "changed"
+# NEW: pinned now. SAME: as pinned. CHANGED: a different key, first noticed
+# now. HELD: that different key again, still awaiting the user's decision.
+NEW, SAME, CHANGED, HELD = "new", "same", "changed", "held"
 
 
 def _encode(identity: PublicIdentity) -> list[str]:
@@ -33,7 +35,7 @@ class PinStore:
     def observe(self, nick: str, identity: PublicIdentity) -> str:
         """Record what the server says C{nick}'s keys are.
 
-        @return: NEW (pinned now), SAME, or CHANGED (held for acceptance).
+        @return: NEW, SAME, CHANGED or HELD (see above).
         """
         key = fold(nick)
         pin = self._pins.get(key)
@@ -43,7 +45,10 @@ class PinStore:
         if self.pinned(nick).fingerprint == identity.fingerprint:
             pin.pop("changed", None)
             return SAME
-        pin["changed"] = _encode(identity)
+        encoded = _encode(identity)
+        if pin.get("changed", [None])[0] == encoded[0]:
+            return HELD
+        pin["changed"] = encoded
         return CHANGED
 
     def pinned(self, nick: str) -> PublicIdentity | None:

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from securechat.constants import PROTOCOL_NAME, PROTOCOL_VERSION, ROTATE_AFTER_MESSAGES
 from securechat.client.keyring import RoomKeyring
 from securechat.client.outbox import Outbox, OutboxEntry
-from securechat.client.pins import CHANGED, NEW, PinStore
+from securechat.client.pins import CHANGED, HELD, NEW, PinStore
 from securechat.crypto.envelope import EnvelopeError, MessageHeader, open_sealed, seal
 from securechat.crypto.identity import (
     IdentityError,
@@ -32,7 +32,14 @@ from securechat.crypto.identity import (
     safety_number,
     verify_invite,
 )
-from securechat.crypto.roomkeys import FIRST_EPOCH, RoomKeyError, new_epoch, wrap_key
+from securechat.crypto.roomkeys import (
+    FIRST_EPOCH,
+    EpochRecord,
+    RoomKeyError,
+    member_set_hash,
+    new_epoch,
+    wrap_key,
+)
 from securechat.names import fold
 from securechat.ratelimit import TokenBucket
 from securechat.wire import Code, WireError, b64encode
@@ -47,10 +54,18 @@ SEND_WINDOW = 100
 # left the server's retry window.
 SEEN_IDS_PER_ROOM = 2000
 
+# Sequence numbers remembered per sender as not yet seen below the highest
+# one seen: a late message may fill one; anything else at or below is a replay.
+MAX_HOLES_PER_SENDER = 1000
+
 # Head-room kept below the server's announced flood limits.
 PACING_MARGIN = 0.9
 
 KEY_PENDING_TEXT = "waiting for a room key from a member"
+
+# Wait before resending a message the server could not take for a passing
+# reason (its flood limit, an internal error).
+RETRY_SECONDS = 2.0
 
 # A newcomer who wants to send in a room whose key has not reached them
 # yet waits this long for a key holder to answer before making a new key
@@ -131,9 +146,12 @@ class LocalRoom:
     # Messages we know the current epoch carried: the server demands a new
     # key after ROTATE_AFTER_MESSAGES, and rotating first wastes no sends.
     epoch_load: int = 0
-    # Members we saw in the room while it was open, or already gave a key:
-    # they need no invite if the room later becomes invite-only.
+    # Members we trust to be in the room: seen while it was open, given a key
+    # by us, invited by a trusted op, or in a member set a trusted rotator
+    # signed. Only they receive keys from us, and only their epochs count.
     vouched: set = field(default_factory=set)
+    # Once seen invite-only, always treated so: the flag comes from the server.
+    invite_only: bool = False
     # Messages are handled one after another, so a sender whose key must be
     # fetched first does not let later messages overtake theirs.
     chain: defer.Deferred = field(default_factory=lambda: defer.succeed(None))
@@ -141,12 +159,13 @@ class LocalRoom:
     def to_dict(self) -> dict:
         return {"name": self.name, "last_seq": self.position(), "next_seq": self.next_seq,
                 "senders": self.senders, "seen": self.seen[-SEEN_IDS_PER_ROOM:],
-                "vouched": sorted(self.vouched)}
+                "vouched": sorted(self.vouched), "invite_only": self.invite_only}
 
     @classmethod
     def from_dict(cls, data: dict) -> "LocalRoom":
         return cls(data["name"], last_seq=data["last_seq"], next_seq=data["next_seq"],
-                   senders=data["senders"], seen=data["seen"], vouched=set(data["vouched"]))
+                   senders=data["senders"], seen=data["seen"], vouched=set(data["vouched"]),
+                   invite_only=data["invite_only"])
 
     def position(self) -> int:
         """The seq to resume from: nothing at or below it still needs showing."""
@@ -192,6 +211,9 @@ class ClientSession:
         self._epochs = SharedOperations()
         self._wait_calls: dict = {}
         self._early_wraps: dict[tuple[str, int], str] = {}
+        self._held_records: dict[tuple[str, int], tuple] = {}
+        # EPOCH lines still being checked (their rotator's membership may need a WHO).
+        self._epoch_work: set[defer.Deferred] = set()
         self._live_waiters: list[defer.Deferred] = []
         self._idle_waiters: list[defer.Deferred] = []
 
@@ -316,6 +338,9 @@ class ClientSession:
         result = handler(**args)
         if isinstance(result, defer.Deferred):
             result.addErrback(self._event_failed, verb)
+            if verb == "EPOCH":
+                self._epoch_work.add(result)
+                result.addBoth(lambda r, d=result: (self._epoch_work.discard(d), r)[1])
 
     def _event_failed(self, failure, verb: str) -> None:
         if failure.check(ConnectionLost):
@@ -391,6 +416,7 @@ class ClientSession:
         local = self.rooms.setdefault(fold(room), LocalRoom(room))
         local.name, local.role, local.epoch = room, role, max(local.epoch, epoch)
         local.flags = set(flags.split(","))
+        local.invite_only = local.invite_only or "invite_only" in local.flags
         local.history = "shared" if "shared" in local.flags else "joined"
         local.members, local.topic = members, topic
 
@@ -429,7 +455,9 @@ class ClientSession:
 
     def _on_settings(self, room, by, flags):
         if fold(room) in self.rooms:
-            self.rooms[fold(room)].flags = set(flags.split(","))
+            local = self.rooms[fold(room)]
+            local.flags = set(flags.split(","))
+            local.invite_only = local.invite_only or "invite_only" in local.flags
         self.emit("settings", room=room, by=by, flags=flags)
 
     def _on_invited(self, room, by):
@@ -467,6 +495,8 @@ class ClientSession:
         status = self.pins.observe(nick, identity)
         if status == NEW:
             self.save()
+        elif status == HELD:
+            return None
         elif status == CHANGED:
             self.save()
             self.emit("identity_changed", nick=nick,
@@ -507,6 +537,41 @@ class ClientSession:
             self.emit("verification_failed", room=room, nick=rotator,
                       reason=f"cannot check the epoch {epoch} record: {rotator}'s key is in doubt")
             return
+        if local is None or self.keys.record(room, epoch) is not None:
+            return
+        if fold(rotator) not in local.vouched:
+            members = yield self._members(local)
+            if fold(rotator) not in local.vouched:
+                if epoch < local.epoch:
+                    # An older record may still be vouched for by the chain of a
+                    # newer one from a trusted rotator.
+                    self._held_records[(fold(room), epoch)] = (record, signature, rotator,
+                                                               identity)
+                    return
+                self.emit("verification_failed", room=room, nick=rotator,
+                          reason=f"epoch {epoch} of {room} was made by {rotator}, whom you "
+                                 f"have no reason to trust as a member; its key is refused")
+                return
+        else:
+            members = None
+        self._accept_record(local, epoch, record, signature, rotator, identity, members)
+        if members is None and epoch >= local.epoch:
+            members = yield self._members(local)
+        if members is not None:
+            self._vouch_member_set(local, epoch, members)
+
+    def _vouch_member_set(self, room: LocalRoom, epoch: int, members: dict) -> None:
+        """A trusted rotator signed the member set of this epoch: if it is the set
+        the server shows now, all of them are members we may trust."""
+        signed = self.keys.record(room.name, epoch)
+        present = [m for m in members.values() if m["identity"] is not None]
+        if signed and member_set_hash(m["identity"].fingerprint for m in present) \
+                == signed.record.members:
+            room.vouched.update(fold(m["nick"]) for m in present)
+
+    def _accept_record(self, local: LocalRoom, epoch, record, signature, rotator, identity,
+                       members) -> None:
+        room = local.name
         known = self.keys.record(room, epoch) is not None
         had_key = self.keys.key(room, epoch) is not None
         try:
@@ -518,16 +583,18 @@ class ClientSession:
         if not had_key and self.keys.key(room, epoch) is not None:
             self.emit("key_received", room=room, epoch=epoch,
                       by=self._early_wraps.pop((fold(room), epoch), rotator))
-        if local is not None:
-            if epoch > local.epoch:
-                local.epoch = epoch
-                local.epoch_load = 0
-                local.key_requested = False
-            if epoch >= local.epoch:
-                local.history = accepted.history
-            if not known and fold(rotator) != fold(self.nick):
-                self.emit("rotation", room=room, epoch=epoch, by=rotator, reason=accepted.reason)
-            self._retry_pending(local)
+        if epoch > local.epoch:
+            local.epoch = epoch
+            local.epoch_load = 0
+            local.key_requested = False
+        if epoch >= local.epoch:
+            local.history = accepted.history
+        if not known and fold(rotator) != fold(self.nick):
+            self.emit("rotation", room=room, epoch=epoch, by=rotator, reason=accepted.reason)
+        held = self._held_records.pop((fold(room), epoch - 1), None)
+        if held is not None and EpochRecord.decode(held[0]).hash() == accepted.prev_hash:
+            self._accept_record(local, epoch - 1, *held, members)
+        self._retry_pending(local)
 
     def _on_key(self, room, epoch, wrapper, wrap):
         if self.keys.key(room, epoch) is not None:
@@ -585,8 +652,12 @@ class ClientSession:
     @defer.inlineCallbacks
     def _serve_request(self, room_name: str, epoch: int, nick: str):
         room = self.rooms.get(fold(room_name))
+        if room is None or epoch != room.epoch:
+            # Only the current key is ever handed out; a request for another
+            # epoch is stale or forged, and is left to expire.
+            return
         key = self.keys.key(room_name, epoch)
-        if room is None or key is None:
+        if key is None:
             yield self.request("WITHHOLD", room_name, str(epoch), nick, "unavailable",
                                "this member's client no longer holds the key")
             return
@@ -616,9 +687,38 @@ class ClientSession:
         for _, args in reply.lines:
             identity = self._observe(args["nick"], args)
             members[fold(args["nick"])] = {**args, "identity": identity}
-        if "invite_only" not in room.flags:
-            room.vouched.update(members)
+        self._vouch(room, members)
         return members
+
+    def _vouch(self, room: LocalRoom, members: dict) -> None:
+        """Extend the vouched set from what we can check ourselves."""
+        room.vouched.add(fold(self.nick))
+        if not room.invite_only:
+            room.vouched.update(members)
+            return
+        own = members.get(fold(self.nick))
+        if own is not None and own.get("inviter"):
+            inviter = members.get(fold(own["inviter"]))
+            if inviter is not None and self._invite_valid(room, inviter, own):
+                room.vouched.add(fold(own["inviter"]))
+        changed = True
+        while changed:
+            changed = False
+            for key, member in members.items():
+                if key in room.vouched or not member.get("inviter"):
+                    continue
+                inviter = members.get(fold(member["inviter"]))
+                if (inviter is not None and fold(member["inviter"]) in room.vouched
+                        and inviter["role"] in ("op", "owner")
+                        and self._invite_valid(room, inviter, member)):
+                    room.vouched.add(key)
+                    changed = True
+
+    @staticmethod
+    def _invite_valid(room: LocalRoom, inviter: dict, member: dict) -> bool:
+        return (inviter["identity"] is not None and member["identity"] is not None
+                and verify_invite(inviter["identity"], member["invite_signature"] or b"",
+                                  room.name, member["nick"], member["identity"]))
 
     def _refusal(self, room: LocalRoom, members: dict, nick: str):
         """Why we must not give C{nick} the key of C{room}, or None."""
@@ -627,17 +727,8 @@ class ClientSession:
             return "not_member", f"{nick} is not in {room.name}"
         if member["identity"] is None:
             return "identity_changed", f"{nick}'s identity key changed and is not accepted yet"
-        if ("invite_only" in room.flags and member["role"] == "member"
-                and fold(nick) not in room.vouched):
-            inviter = members.get(fold(member.get("inviter") or ""))
-            if (
-                inviter is None
-                or inviter["identity"] is None
-                or inviter["role"] not in ("op", "owner")
-                or not verify_invite(inviter["identity"], member["invite_signature"] or b"",
-                                     room.name, nick, member["identity"])
-            ):
-                return "not_invited", f"{nick} has no valid invite signed by an op of {room.name}"
+        if room.invite_only and fold(nick) not in room.vouched:
+            return "not_invited", f"{nick} has no valid invite signed by a trusted op of {room.name}"
         if self.verified_only and fold(nick) != fold(self.nick) and not self.pins.verified(nick):
             return "unverified", (f"{self.nick} shares keys only with verified members; "
                                   f"compare safety numbers with /verify {self.nick}")
@@ -718,7 +809,9 @@ class ClientSession:
         incoming = Incoming(room, server_seq, sender, epoch, seq, message_id, token, signature,
                             received_ms)
         local.last_seq = max(local.last_seq, server_seq)
-        if message_id.hex() in local.seen:
+        if message_id.hex() in local.seen or any(
+            m.message_id == message_id for m in local.pending
+        ):
             return None
         local.pending.append(incoming)
         self._enqueue(local, incoming)
@@ -749,27 +842,40 @@ class ClientSession:
                          error.reason)
             return
         room.pending.remove(message)
+        if not self._remember(room, message):
+            self._settle(room, message, "verification_failed", "was refused",
+                         f"{message.sender} already sent seq {message.seq}: a replay")
+            return
         if message.epoch == room.epoch:
             room.epoch_load += 1
-        self._remember(room, message)
         self.emit("message", room=room.name, server_seq=message.server_seq,
                   **{"from": message.sender}, text=envelope.body, time=envelope.timestamp,
                   epoch=message.epoch)
         self.save()
 
-    def _remember(self, room: LocalRoom, message: Incoming) -> None:
+    def _remember(self, room: LocalRoom, message: Incoming) -> bool:
+        """Record a verified message's (sender, seq); @return: False if that seq was
+        already shown (a replay older than the remembered message ids)."""
+        sender = fold(message.sender)
+        state = room.senders.setdefault(sender, {"last": None, "holes": []})
+        last, holes = state["last"], state["holes"]
+        if last is not None and message.seq <= last and message.seq not in holes:
+            return False
+        if message.seq in holes:
+            holes.remove(message.seq)
         room.seen.append(message.message_id.hex())
         del room.seen[:-SEEN_IDS_PER_ROOM]
-        sender = fold(message.sender)
-        last = room.senders.get(sender)
-        earlier_waiting = any(fold(m.sender) == sender for m in room.pending)
-        if last is not None and message.seq > last + 1 and not earlier_waiting:
-            missing = message.seq - last - 1
-            self.emit("gap", room=room.name, nick=message.sender, missing=missing,
-                      message=f"{missing} message{'s' if missing > 1 else ''} from "
-                              f"{message.sender} missing")
+        if last is not None and message.seq > last + 1:
+            holes.extend(range(last + 1, message.seq))
+            del holes[:-MAX_HOLES_PER_SENDER]
+            if not any(fold(m.sender) == sender for m in room.pending):
+                missing = message.seq - last - 1
+                self.emit("gap", room=room.name, nick=message.sender, missing=missing,
+                          message=f"{missing} message{'s' if missing > 1 else ''} from "
+                                  f"{message.sender} missing")
         if last is None or message.seq > last:
-            room.senders[sender] = message.seq
+            state["last"] = message.seq
+        return True
 
     def _settle(self, room: LocalRoom, message: Incoming, kind: str, what: str,
                 reason: str) -> None:
@@ -789,8 +895,13 @@ class ClientSession:
             return
         d = self._epochs.run(f"{fold(room.name)}|{message.epoch}",
                              lambda: self.request("EPOCHS", room.name, str(message.epoch)))
+        d.addCallback(lambda _: self._records_checked())
         d.addCallback(lambda _: self._await_key(room, message.epoch))
         d.addErrback(lambda f: f.trap(WireError, ConnectionLost))
+
+    def _records_checked(self) -> defer.Deferred:
+        """Fire once every epoch record received so far has been checked."""
+        return defer.DeferredList(list(self._epoch_work), consumeErrors=True)
 
     def _await_key(self, room: LocalRoom, epoch: int) -> None:
         if self.keys.key(room.name, epoch) is not None:
@@ -995,7 +1106,9 @@ class ClientSession:
         if entry.epoch == room.epoch:
             room.epoch_load += 1
         room.seen.append(entry.message_id.hex())
-        room.senders[fold(self.nick)] = max(room.senders.get(fold(self.nick), 0), entry.seq)
+        own = room.senders.setdefault(fold(self.nick), {"last": None, "holes": []})
+        if own["last"] is None or entry.seq > own["last"]:
+            own["last"] = entry.seq
         self.save()
         self.emit("sent", room=entry.room, text=entry.text, server_seq=server_seq, seq=entry.seq)
         self._after_send()
@@ -1015,8 +1128,9 @@ class ClientSession:
             self.request("EPOCHS", room.name, str(room.epoch + 1)).addCallback(
                 lambda _: (self._check_key(room), self._pump())).addErrback(
                 lambda f: f.trap(WireError, ConnectionLost))
-        elif code == Code.RATE_LIMITED:
-            self.clock.callLater(1.0, self._pump)
+        elif code in (Code.RATE_LIMITED, Code.INTERNAL):
+            # Transient on the server's side: the message stays and goes again.
+            self.clock.callLater(RETRY_SECONDS, self._pump)
         else:
             self.outbox.remove(entry)
             self._send_failed(entry, code or "CLIENT", failure.getErrorMessage())
