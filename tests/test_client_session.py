@@ -149,6 +149,19 @@ class ConversationTests(SynchronousTestCase):
         self.assertEqual(len(carol.texts()), 250)
         self.assertLessEqual(len(self.alice.of("rotated")), 4)
 
+    def test_state_from_an_earlier_version_loads(self):
+        """Saved rooms without the newer fields, and plain-number sender counters, load."""
+        self.say(self.alice, "before")
+        saved = self.bob.saved
+        for room in saved["rooms"]:
+            for key in ("vouched", "invite_only", "roster_pinned"):
+                room.pop(key, None)
+            room["senders"] = {"alice": 1}
+        self.net.disconnect(self.bob)
+        bob = self.net.client("bob", saved)
+        self.say(self.alice, "after")
+        self.assertEqual(bob.texts(), [("alice", "after")])
+
     def test_verify_safety_number(self):
         """/verify shows the same safety number on both sides."""
         self.alice.session.verify("bob")
@@ -220,6 +233,20 @@ class AttackTests(SynchronousTestCase):
         self.assertEqual(len(self.bob.of("message")), 1)
         [refused] = self.bob.of("verification_failed")
         self.assertIn("a replay", refused["reason"])
+
+    def test_first_seen_out_of_order_is_not_a_replay(self):
+        """A sender's earlier message shown after a later one is not mistaken for a replay,
+        and a huge seq jump costs no memory."""
+        room = self.bob.session.rooms["#lab"]
+        room.senders.clear()
+        late = self.forge_message("alice", "alice", "ten", seq=10)
+        early = self.forge_message("alice", "alice", "nine", seq=9)
+        huge = self.forge_message("alice", "alice", "far", seq=2**62)
+        for message in (late, early, huge):
+            self.bob.session.server_event("MESSAGE", message)
+            self.net.settle()
+        self.assertEqual([m["text"] for m in self.bob.of("message")][-3:], ["ten", "nine", "far"])
+        self.assertLessEqual(len(room.senders["alice"]["holes"]), 1000)
 
     def test_message_moved_to_other_room(self):
         """A token moved to another room fails verification, visibly."""
@@ -350,6 +377,31 @@ class AttackTests(SynchronousTestCase):
         self.bob.session.server_event("MESSAGE", forged)
         self.bob.session.server_event("MESSAGE", forged)
         self.assertEqual(len(room.pending), 1)
+
+    def test_op_invited_newcomer_trusts_the_owner(self):
+        """A newcomer invited by an op adopts the owner's new key and reads the room
+        (the roster seen on joining is trusted, like keys on first use)."""
+        self.alice.session.request("ROLE", "#lab", "bob", "op")
+        self.make_invite_only()
+        carol = self.net.client("carol")
+        self.bob.session.invite("#lab", "carol")
+        self.net.settle()
+        carol.session.join("#lab")
+        self.net.settle()
+        self.alice.session.send_text("#lab", "from the owner")
+        self.net.settle()
+        self.assertIn(("alice", "from the owner"), carol.texts())
+        self.assertEqual(carol.of("verification_failed"), [])
+
+    def test_kicked_member_readded_by_server_gets_nothing(self):
+        """A kicked member quietly re-added by the server is not trusted again."""
+        self.make_invite_only()
+        self.alice.session.kick("#lab", "bob")
+        self.net.settle()
+        self.inject("bob")
+        self.alice.session.rotate("#lab")
+        self.net.settle()
+        self.assertEqual(self.alice.of("rotated")[-1]["members"], 1)
 
     def test_invited_member_gets_the_key(self):
         """In an invite-only room, a member with an op-signed invite is given a key."""

@@ -152,6 +152,8 @@ class LocalRoom:
     vouched: set = field(default_factory=set)
     # Once seen invite-only, always treated so: the flag comes from the server.
     invite_only: bool = False
+    # The roster first seen after joining is trusted, as keys are on first use.
+    roster_pinned: bool = False
     # Messages are handled one after another, so a sender whose key must be
     # fetched first does not let later messages overtake theirs.
     chain: defer.Deferred = field(default_factory=lambda: defer.succeed(None))
@@ -159,13 +161,16 @@ class LocalRoom:
     def to_dict(self) -> dict:
         return {"name": self.name, "last_seq": self.position(), "next_seq": self.next_seq,
                 "senders": self.senders, "seen": self.seen[-SEEN_IDS_PER_ROOM:],
-                "vouched": sorted(self.vouched), "invite_only": self.invite_only}
+                "vouched": sorted(self.vouched), "invite_only": self.invite_only,
+                "roster_pinned": self.roster_pinned}
 
     @classmethod
     def from_dict(cls, data: dict) -> "LocalRoom":
         return cls(data["name"], last_seq=data["last_seq"], next_seq=data["next_seq"],
-                   senders=data["senders"], seen=data["seen"], vouched=set(data["vouched"]),
-                   invite_only=data["invite_only"])
+                   senders=data["senders"], seen=data["seen"],
+                   vouched=set(data.get("vouched", ())),
+                   invite_only=data.get("invite_only", False),
+                   roster_pinned=data.get("roster_pinned", False))
 
     def position(self) -> int:
         """The seq to resume from: nothing at or below it still needs showing."""
@@ -212,6 +217,7 @@ class ClientSession:
         self._wait_calls: dict = {}
         self._early_wraps: dict[tuple[str, int], str] = {}
         self._held_records: dict[tuple[str, int], tuple] = {}
+        self._refused_records: set[tuple[str, int]] = set()
         # EPOCH lines still being checked (their rotator's membership may need a WHO).
         self._epoch_work: set[defer.Deferred] = set()
         self._live_waiters: list[defer.Deferred] = []
@@ -433,6 +439,7 @@ class ClientSession:
             self._drop_room(fold(room))
         else:
             self.rooms[fold(room)].members -= 1
+            self.rooms[fold(room)].vouched.discard(fold(nick))
             self.emit("member_left", room=room, nick=nick, how=how, by=by, reason=reason)
 
     def _drop_room(self, key: str) -> None:
@@ -548,6 +555,7 @@ class ClientSession:
                     self._held_records[(fold(room), epoch)] = (record, signature, rotator,
                                                                identity)
                     return
+                self._refused_records.add((fold(room), epoch))
                 self.emit("verification_failed", room=room, nick=rotator,
                           reason=f"epoch {epoch} of {room} was made by {rotator}, whom you "
                                  f"have no reason to trust as a member; its key is refused")
@@ -608,7 +616,9 @@ class ClientSession:
         local = self.rooms.get(fold(room))
         if not usable:
             self._early_wraps[(fold(room), epoch)] = wrapper
-            return self.request("EPOCHS", room, str(epoch)) if local else None
+            if local is None or (fold(room), epoch) in self._refused_records:
+                return None
+            return self.request("EPOCHS", room, str(epoch))
         self.emit("key_received", room=room, epoch=epoch, by=wrapper)
         if local is not None:
             local.key_requested = False
@@ -693,8 +703,9 @@ class ClientSession:
     def _vouch(self, room: LocalRoom, members: dict) -> None:
         """Extend the vouched set from what we can check ourselves."""
         room.vouched.add(fold(self.nick))
-        if not room.invite_only:
+        if not room.invite_only or not room.roster_pinned:
             room.vouched.update(members)
+            room.roster_pinned = True
             return
         own = members.get(fold(self.nick))
         if own is not None and own.get("inviter"):
@@ -855,27 +866,50 @@ class ClientSession:
 
     def _remember(self, room: LocalRoom, message: Incoming) -> bool:
         """Record a verified message's (sender, seq); @return: False if that seq was
-        already shown (a replay older than the remembered message ids)."""
-        sender = fold(message.sender)
-        state = room.senders.setdefault(sender, {"last": None, "holes": []})
-        last, holes = state["last"], state["holes"]
-        if last is not None and message.seq <= last and message.seq not in holes:
-            return False
-        if message.seq in holes:
-            holes.remove(message.seq)
+        already shown (a replay older than the remembered message ids).
+
+        Per sender we keep the lowest and highest seq seen and the seqs between
+        them still missing; a seq in that range that is not missing is a replay.
+        """
+        sender, seq = fold(message.sender), message.seq
+        state = room.senders.get(sender)
+        if not isinstance(state, dict):
+            state = {"first": state, "last": state, "holes": []} if state else None
+        if state is None:
+            state = room.senders[sender] = {"first": seq, "last": seq, "holes": []}
+        else:
+            room.senders[sender] = state
+            first, last, holes = state["first"], state["last"], state["holes"]
+            if first <= seq <= last and seq not in holes:
+                return False
+            if seq in holes:
+                holes.remove(seq)
+            elif seq < first:
+                self._add_holes(state, seq + 1, first)
+                state["first"] = seq
+            else:
+                if seq > last + 1 and not any(fold(m.sender) == sender for m in room.pending):
+                    missing = seq - last - 1
+                    self.emit("gap", room=room.name, nick=message.sender, missing=missing,
+                              message=f"{missing} message{'s' if missing > 1 else ''} from "
+                                      f"{message.sender} missing")
+                self._add_holes(state, last + 1, seq)
+                state["last"] = seq
         room.seen.append(message.message_id.hex())
         del room.seen[:-SEEN_IDS_PER_ROOM]
-        if last is not None and message.seq > last + 1:
-            holes.extend(range(last + 1, message.seq))
-            del holes[:-MAX_HOLES_PER_SENDER]
-            if not any(fold(m.sender) == sender for m in room.pending):
-                missing = message.seq - last - 1
-                self.emit("gap", room=room.name, nick=message.sender, missing=missing,
-                          message=f"{missing} message{'s' if missing > 1 else ''} from "
-                                  f"{message.sender} missing")
-        if last is None or message.seq > last:
-            state["last"] = message.seq
         return True
+
+    @staticmethod
+    def _add_holes(state: dict, start: int, stop: int) -> None:
+        """Remember seqs start..stop-1 as missing, keeping only the newest ones; the
+        oldest forgotten ones raise the floor below which nothing is judged."""
+        holes = state["holes"]
+        holes.extend(range(max(start, stop - MAX_HOLES_PER_SENDER), stop))
+        if len(holes) > MAX_HOLES_PER_SENDER:
+            holes.sort()
+            del holes[:-MAX_HOLES_PER_SENDER]
+        if stop - start > MAX_HOLES_PER_SENDER or len(holes) == MAX_HOLES_PER_SENDER:
+            state["first"] = max(state["first"], min(holes) if holes else stop)
 
     def _settle(self, room: LocalRoom, message: Incoming, kind: str, what: str,
                 reason: str) -> None:
@@ -945,6 +979,8 @@ class ClientSession:
         self.save()
         self.emit("joined", room=room.name, role=room.role, epoch=room.epoch,
                   history=room.history, topic=room.topic)
+        if new:
+            yield self._members(room)
         self._check_key(room)
         if new and room.history == "shared":
             yield self._catch_up(room.name, 0)
@@ -1106,9 +1142,11 @@ class ClientSession:
         if entry.epoch == room.epoch:
             room.epoch_load += 1
         room.seen.append(entry.message_id.hex())
-        own = room.senders.setdefault(fold(self.nick), {"last": None, "holes": []})
-        if own["last"] is None or entry.seq > own["last"]:
-            own["last"] = entry.seq
+        own = room.senders.get(fold(self.nick))
+        if not isinstance(own, dict):
+            own = room.senders[fold(self.nick)] = {"first": entry.seq, "last": entry.seq,
+                                                   "holes": []}
+        own["last"] = max(own["last"], entry.seq)
         self.save()
         self.emit("sent", room=entry.room, text=entry.text, server_seq=server_seq, seq=entry.seq)
         self._after_send()
