@@ -6,7 +6,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from securechat.client.session import LocalRoom
+from securechat.client.state import LocalRoom
 from securechat.crypto.envelope import MessageHeader, seal
 from securechat.crypto.identity import safety_number
 from tests.clientharness import Network

@@ -53,13 +53,22 @@ def until(predicate, timeout=30.0, step=0.05, context=None):
         waited += step
 
 
-class DurabilityTests(TestCase):
+class DaemonTestCase(TestCase):
+    """Each test gets its own daemon on a fresh data dir, stopped afterwards."""
+
     timeout = 120
 
     @defer.inlineCallbacks
     def setUp(self):
         self.daemon = Daemon(os.path.abspath(self.mktemp()))
         yield self.daemon.start()
+        self.addCleanup(self.daemon.stop)
+
+
+class DurabilityTests(DaemonTestCase):
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield super().setUp()
         self.clients = []
         self.addCleanup(self._clean)
 
@@ -67,7 +76,6 @@ class DurabilityTests(TestCase):
     def _clean(self):
         for client in self.clients:
             yield client.stop()
-        yield self.daemon.stop()
 
     def client(self, name, state=None):
         client = LiveClient(name, self.daemon, state)
@@ -116,16 +124,12 @@ class DurabilityTests(TestCase):
         self.assertNotIn("PLAINTEXT-CANARY", self.daemon.log)
 
 
-class BatchCommandTests(TestCase):
+class BatchCommandTests(DaemonTestCase):
     """securechat-client --batch, as a script would run it."""
-
-    timeout = 120
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.daemon = Daemon(os.path.abspath(self.mktemp()))
-        yield self.daemon.start()
-        self.addCleanup(self.daemon.stop)
+        yield super().setUp()
         self.homes = os.path.abspath(self.mktemp())
 
     @defer.inlineCallbacks
@@ -237,16 +241,8 @@ def _run(args, env, lines):
     return collector.done
 
 
-class SignalTests(TestCase):
+class SignalTests(DaemonTestCase):
     """SIGTERM stops cleanly without losing acknowledged messages; SIGHUP reloads TLS."""
-
-    timeout = 120
-
-    @defer.inlineCallbacks
-    def setUp(self):
-        self.daemon = Daemon(os.path.abspath(self.mktemp()))
-        yield self.daemon.start()
-        self.addCleanup(self.daemon.stop)
 
     @defer.inlineCallbacks
     def test_sigterm_mid_burst(self):

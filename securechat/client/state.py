@@ -1,0 +1,118 @@
+"""What the client core keeps about rooms and incoming messages, and the
+small helpers its parts share; no protocol, no I/O."""
+
+import json
+from dataclasses import dataclass, field
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+# Message ids remembered per room to drop replays; older ones have long
+# left the server's retry window.
+SEEN_IDS_PER_ROOM = 2000
+
+
+class SharedOperations:
+    """At most one run of each keyed operation at a time; everyone who asks
+    while it runs gets its result (a rotation, a key fetch)."""
+
+    def __init__(self):
+        self._waiters: dict[str, list[defer.Deferred]] = {}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._waiters
+
+    def run(self, key: str, start) -> defer.Deferred:
+        waiter = defer.Deferred()
+        if key in self._waiters:
+            self._waiters[key].append(waiter)
+            return waiter
+        self._waiters[key] = [waiter]
+        defer.maybeDeferred(start).addBoth(self._done, key)
+        return waiter
+
+    def _done(self, result, key: str) -> None:
+        for waiter in self._waiters.pop(key):
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+
+
+@dataclass
+class ClientEvent:
+    """Something a UI shows: a message, a notice, a change of state."""
+
+    kind: str
+    fields: dict
+
+    def to_json(self) -> str:
+        return json.dumps({"event": self.kind, **self.fields}, ensure_ascii=False)
+
+
+@dataclass
+class Incoming:
+    """A MESSAGE line, kept until it can be shown."""
+
+    room: str
+    server_seq: int
+    sender: str
+    epoch: int
+    seq: int
+    message_id: bytes
+    token: bytes
+    signature: bytes
+    received_ms: int
+
+
+@dataclass
+class LocalRoom:
+    name: str
+    role: str = "member"
+    epoch: int = 0
+    history: str = "joined"
+    flags: set = field(default_factory=set)
+    topic: str = ""
+    members: int = 0
+    last_seq: int = 0
+    next_seq: int = 1
+    senders: dict = field(default_factory=dict)
+    seen: list = field(default_factory=list)
+    pending: list = field(default_factory=list)
+    key_requested: bool = False
+    key_wait_since: float | None = None
+    announced_pending: int = 0
+    # Messages we know the current epoch carried: the server demands a new
+    # key after ROTATE_AFTER_MESSAGES, and rotating first wastes no sends.
+    epoch_load: int = 0
+    # Members we trust to be in the room: seen while it was open, given a key
+    # by us, invited by a trusted op, or in a member set a trusted rotator
+    # signed. Only they receive keys from us, and only their epochs count.
+    vouched: set = field(default_factory=set)
+    # Once seen invite-only, always treated so: the flag comes from the server.
+    invite_only: bool = False
+    # The roster first seen after joining is trusted, as keys are on first use.
+    roster_pinned: bool = False
+    # Messages are handled one after another, so a sender whose key must be
+    # fetched first does not let later messages overtake theirs.
+    chain: defer.Deferred = field(default_factory=lambda: defer.succeed(None))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "last_seq": self.position(), "next_seq": self.next_seq,
+                "senders": self.senders, "seen": self.seen[-SEEN_IDS_PER_ROOM:],
+                "vouched": sorted(self.vouched), "invite_only": self.invite_only,
+                "roster_pinned": self.roster_pinned}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LocalRoom":
+        return cls(data["name"], last_seq=data["last_seq"], next_seq=data["next_seq"],
+                   senders=data["senders"], seen=data["seen"],
+                   vouched=set(data.get("vouched", ())),
+                   invite_only=data.get("invite_only", False),
+                   roster_pinned=data.get("roster_pinned", False))
+
+    def position(self) -> int:
+        """The seq to resume from: nothing at or below it still needs showing."""
+        waiting = [m.server_seq for m in self.pending]
+        return min(waiting) - 1 if waiting else self.last_seq
+
