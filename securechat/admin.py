@@ -8,15 +8,17 @@ is one line on stderr with exit code 2.
 
 import argparse
 import os
+import sqlite3
 import sys
 import time
+from contextlib import closing
 
 from cryptography import x509
 
 from securechat.config import ConfigError, build_settings
 from securechat.crypto.certificates import certificate_fingerprint, format_fingerprint
 from securechat.server.passwords import new_registration_token, token_digest
-from securechat.server.sqlite_store import InlineRunner, SQLiteStore
+from securechat.server.sqlite_store import InlineRunner, SQLiteStore, create_private_file
 from securechat.server.tls import SELF_SIGNED_CERT
 
 DATABASE_FILE = "securechat.db"
@@ -37,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     create = token_commands.add_parser("create", help="create one-time registration tokens")
     create.add_argument("--count", type=int, default=1, help="how many (default 1)")
     commands.add_parser("fingerprint", help="the server certificate's SHA-256 fingerprint")
+    commands.add_parser("users", help="list accounts")
+    commands.add_parser("rooms", help="list rooms")
+    backup = commands.add_parser("backup", help="copy the database, consistently, while it runs")
+    backup.add_argument("destination", help="file to write (must not exist)")
+    commands.add_parser("check", help="check the configuration and the database's integrity")
     return parser
 
 
@@ -83,9 +90,62 @@ def fingerprint(options, out) -> None:
     out.write(f"sha256 Fingerprint={format_fingerprint(certificate_fingerprint(certificate))}\n")
 
 
+def _database(options) -> sqlite3.Connection:
+    """A read connection to the daemon's database (after any pending migration)."""
+    path = os.path.join(_settings(options).data_dir, DATABASE_FILE)
+    _store(os.path.dirname(path)).close()
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA busy_timeout=5000")
+    return connection
+
+
+def users(options, out) -> None:
+    with closing(_database(options)) as db:
+        rows = db.execute("SELECT nick, fingerprint, banned, created FROM users ORDER BY folded")
+        for nick, fp, banned, created in rows:
+            when = time.strftime("%Y-%m-%d", time.gmtime(created))
+            out.write(f"{nick}\t{format_fingerprint(fp)}\t{'banned' if banned else 'active'}"
+                      f"\t{when}\n")
+
+
+def rooms(options, out) -> None:
+    with closing(_database(options)) as db:
+        rows = db.execute(
+            "SELECT name, invite_only, (SELECT COUNT(*) FROM members m WHERE m.room_id = r.id),"
+            " (SELECT COALESCE(MAX(epoch), 0) FROM epochs e WHERE e.room_id = r.id),"
+            " (SELECT COUNT(*) FROM messages g WHERE g.room_id = r.id)"
+            " FROM rooms r ORDER BY folded")
+        for name, invite_only, members, epoch, messages in rows:
+            out.write(f"{name}\t{'invite-only' if invite_only else 'open'}\t{members} members"
+                      f"\tepoch {epoch}\t{messages} messages\n")
+
+
+def backup(options, out) -> None:
+    if os.path.exists(options.destination):
+        raise AdminError(f"{options.destination} exists; choose a new file")
+    with closing(_database(options)) as db:
+        try:
+            create_private_file(options.destination)
+            with closing(sqlite3.connect(options.destination)) as target:
+                db.backup(target)
+        except (OSError, sqlite3.Error) as error:
+            raise AdminError(f"backup to {options.destination} failed: {error}") from None
+    out.write(f"backed up to {options.destination}\n")
+
+
+def check(options, out) -> None:
+    settings = _settings(options)
+    with closing(_database(options)) as db:
+        result = db.execute("PRAGMA integrity_check").fetchone()[0]
+    if result != "ok":
+        raise AdminError(f"database integrity check failed: {result}")
+    out.write(f"configuration ok; database {settings.data_dir}/{DATABASE_FILE} ok\n")
+
+
 def main(argv=None, out=sys.stdout, err=sys.stderr) -> int:
     options = build_parser().parse_args(argv)
-    command = {"token": token_create, "fingerprint": fingerprint}[options.command]
+    command = {"token": token_create, "fingerprint": fingerprint, "users": users,
+               "rooms": rooms, "backup": backup, "check": check}[options.command]
     try:
         command(options, out)
     except AdminError as error:

@@ -53,3 +53,47 @@ class AdminTests(SynchronousTestCase):
             code, _, err = self.run_admin(*argv)
             self.assertEqual((code, len(err.splitlines())), (2, 1))
             self.assertTrue(err.startswith("securechat-admin: "))
+
+
+class ListingTests(SynchronousTestCase):
+    def setUp(self):
+        self.data_dir = self.mktemp()
+        os.mkdir(self.data_dir)
+        store = SQLiteStore(InlineRunner(os.path.join(self.data_dir, admin.DATABASE_FILE)))
+        store.load()
+        user_id = self.successResultOf(store.add_user(UserRow(0, "Alice", b"s", b"e", b"x",
+                                                              b"\x01" * 32), 0.0, None))
+        store.create_room("#lab", user_id, 0.0)
+        store.close()
+
+    def run_admin(self, *argv):
+        out, err = io.StringIO(), io.StringIO()
+        return admin.main(["--data-dir", self.data_dir, *argv], out, err), out.getvalue(), err.getvalue()
+
+    def test_users_and_rooms(self):
+        """users and rooms list what the database holds."""
+        code, out, _ = self.run_admin("users")
+        self.assertEqual(code, 0)
+        self.assertTrue(out.startswith("Alice\t01:01:"))
+        self.assertIn("active", out)
+        code, out, _ = self.run_admin("rooms")
+        self.assertEqual(out, "#lab\topen\t1 members\tepoch 0\t0 messages\n")
+
+    def test_backup_and_check(self):
+        """backup writes an owner-only copy that passes the integrity check; an existing
+        destination is refused."""
+        destination = os.path.join(self.data_dir, "copy.db")
+        self.assertEqual(self.run_admin("backup", destination)[0], 0)
+        self.assertEqual(os.stat(destination).st_mode & 0o777, 0o600)
+        restored = self.mktemp()
+        os.mkdir(restored)
+        os.rename(destination, os.path.join(restored, admin.DATABASE_FILE))
+        listing = io.StringIO()
+        self.assertEqual(admin.main(["--data-dir", restored, "users"], listing, io.StringIO()), 0)
+        self.assertIn("Alice", listing.getvalue())
+        code, out, _ = self.run_admin("check")
+        self.assertEqual((code, out.split(";")[0]), (0, "configuration ok"))
+        open(destination, "w").close()
+        code, _, err = self.run_admin("backup", destination)
+        self.assertEqual(code, 2)
+        self.assertIn("exists", err)
