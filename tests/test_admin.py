@@ -12,13 +12,19 @@ from securechat.server.tls import ensure_self_signed
 from securechat.server.store import UserRow
 
 
+def new_data_dir(test) -> tuple[str, SQLiteStore]:
+    """A data dir with an empty, migrated database; the store is open for setup."""
+    data_dir = test.mktemp()
+    os.mkdir(data_dir)
+    store = SQLiteStore(InlineRunner(os.path.join(data_dir, admin.DATABASE_FILE)))
+    store.load()
+    test.addCleanup(store.close)
+    return data_dir, store
+
+
 class AdminTests(SynchronousTestCase):
     def setUp(self):
-        self.data_dir = self.mktemp()
-        os.mkdir(self.data_dir)
-        store = SQLiteStore(InlineRunner(os.path.join(self.data_dir, admin.DATABASE_FILE)))
-        store.load()
-        store.close()
+        self.data_dir, _ = new_data_dir(self)
 
     def run_admin(self, *argv):
         out, err = io.StringIO(), io.StringIO()
@@ -57,14 +63,10 @@ class AdminTests(SynchronousTestCase):
 
 class ListingTests(SynchronousTestCase):
     def setUp(self):
-        self.data_dir = self.mktemp()
-        os.mkdir(self.data_dir)
-        store = SQLiteStore(InlineRunner(os.path.join(self.data_dir, admin.DATABASE_FILE)))
-        store.load()
+        self.data_dir, store = new_data_dir(self)
         user_id = self.successResultOf(store.add_user(UserRow(0, "Alice", b"s", b"e", b"x",
                                                               b"\x01" * 32), 0.0, None))
         store.create_room("#lab", user_id, 0.0)
-        store.close()
 
     def run_admin(self, *argv):
         out, err = io.StringIO(), io.StringIO()

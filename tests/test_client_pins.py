@@ -34,4 +34,3 @@ class PinStoreTests(SynchronousTestCase):
         self.assertTrue(restored.verified("bob"))
         restored.observe("bob", identity("mallory").public)
         self.assertFalse(restored.verified("bob"))
-        self.assertEqual(restored.nick_of(identity("bob").fingerprint), "bob")

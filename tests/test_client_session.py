@@ -6,6 +6,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from securechat.client.keyring import RoomKeyring
 from securechat.client.state import LocalRoom
 from securechat.crypto.envelope import MessageHeader, seal
 from securechat.crypto.identity import safety_number
@@ -373,7 +374,7 @@ class AttackTests(SynchronousTestCase):
         """A message waiting for its key, delivered again on reconnect, is kept once."""
         forged = self.forge_message("alice", "alice", "once", seq=2)
         room = self.bob.session.rooms["#lab"]
-        self.bob.session.keys.forget_room("#lab")
+        self.bob.session.keys = RoomKeyring()
         self.bob.session.server_event("MESSAGE", forged)
         self.bob.session.server_event("MESSAGE", forged)
         self.assertEqual(len(room.pending), 1)
@@ -422,7 +423,7 @@ class AttackTests(SynchronousTestCase):
 
         epoch = self.bob.session.rooms["#lab"].epoch
         wrong = wrap_key(new_room_key(), identity("bob").public, "#lab", epoch)
-        self.bob.session.keys.forget_room("#lab")
+        self.bob.session.keys = RoomKeyring()
         self.bob.session.keys.add_record(
             "#lab", epoch, *self.alice_record(epoch), "alice", identity("alice").public)
         self.bob.session.server_event("KEY", {"room": "#lab", "epoch": epoch, "wrapper": "alice",

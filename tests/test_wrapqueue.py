@@ -42,4 +42,4 @@ class WrapRequestQueueTests(SynchronousTestCase):
         queue.remove(1, 5)
         self.assertIsNone(queue.get(1, 5))
         queue.remove_room(1)
-        self.assertEqual(queue.rooms_with_requests(), set())
+        self.assertIsNone(queue.get(1, 6))

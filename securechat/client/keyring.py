@@ -115,12 +115,3 @@ class RoomKeyring:
             return None
         self._keys[(fold(room), epoch)] = key
         return key
-
-    def latest(self, room: str) -> int:
-        """The highest epoch of C{room} we hold a record for (0 if none)."""
-        return max((e for (r, e) in self._records if r == fold(room)), default=0)
-
-    def forget_room(self, room: str) -> None:
-        for table in (self._keys, self._records, self._unchecked):
-            for key in [k for k in table if k[0] == fold(room)]:
-                del table[key]

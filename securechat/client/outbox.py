@@ -74,9 +74,6 @@ class Outbox:
             entry.in_flight = False
             self._in_flight -= 1
 
-    def rooms(self) -> set[str]:
-        return {fold(e.room) for e in self._entries}
-
     def remove(self, entry: OutboxEntry) -> None:
         self.returned(entry)
         self._entries.remove(entry)

@@ -85,9 +85,3 @@ class PinStore:
     def verified(self, nick: str) -> bool:
         pin = self._pins.get(fold(nick))
         return bool(pin and pin["verified"] and "changed" not in pin)
-
-    def nick_of(self, fingerprint: bytes) -> str | None:
-        for key, pin in self._pins.items():
-            if self.pinned(pin["nick"]).fingerprint == fingerprint:
-                return pin["nick"]
-        return None

@@ -350,9 +350,6 @@ class ClientSession(MembershipTrust, MessageReception, SendPath):
     def _on_more(self, room, after):
         """Handled by the sync that asked; nothing to do as an event."""
 
-    # -- identities --------------------------------------------------------------
-
-
     # -- keys --------------------------------------------------------------------
 
     @defer.inlineCallbacks

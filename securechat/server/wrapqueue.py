@@ -60,6 +60,3 @@ class WrapRequestQueue:
         for key in [k for k, h in self._assigned.items() if h == holder]:
             del self._assigned[key]
         return rooms
-
-    def rooms_with_requests(self) -> set[int]:
-        return {room_id for room_id, _ in self._requests}
