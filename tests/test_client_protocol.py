@@ -86,3 +86,16 @@ class ClientProtocolTests(SynchronousTestCase):
         self.protocol.connectionLost(Failure(ConnectionDone()))
         self.failureResultOf(d, ConnectionLost)
         self.assertEqual(len(self.session.lost), 1)
+
+    def test_session_hears_of_the_loss_before_requests_fail(self):
+        """When a pending request fails, the session already knows the connection is gone."""
+        d = self.protocol.request("WHO", "#lab")
+        seen = []
+        d.addErrback(lambda f: seen.append(len(self.session.lost)))
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(seen, [1])
+
+    def test_request_after_loss_fails_at_once(self):
+        """A request made on a closed connection fails instead of waiting forever."""
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(self.protocol.request("WHO", "#lab"), ConnectionLost)

@@ -136,6 +136,28 @@ class ConversationTests(SynchronousTestCase):
         self.assertEqual([s["text"] for s in alice.of("sent")], ["exactly once"])
         self.assertEqual(self.bob.texts(), [("alice", "exactly once")])
 
+
+    def test_rotation_cut_by_disconnect_resumes(self):
+        """If the connection drops after the server stored a rotation but before its
+        reply arrived, the client re-keys after reconnecting and the burst goes out."""
+        for n in range(101):
+            self.alice.session.send_text("#lab", f"m {n}")
+        pump = self.alice.pump
+        for _ in range(1000):
+            if b"ROTATE" in b"".join(pump.clientIO.stream):
+                break
+            pump.pump()
+            self.net.clock.advance(0.01)
+        rotate = pump.clientIO.getOutBuffer()
+        self.assertIn(b"ROTATE", rotate)
+        pump.serverIO.bufferReceived(rotate)
+        self.net.clock.advance(1)
+        self.assertIn(b"OK", pump.serverIO.getOutBuffer())
+        self.net.disconnect(self.alice)
+        alice = self.net.restart_client(self.alice)
+        self.net.settle()
+        self.assertIn("m 100", [s["text"] for s in alice.of("sent")])
+        self.assertEqual(self.bob.texts(), [("alice", f"m {n}") for n in range(101)])
     def test_burst_across_forced_rotations(self):
         """A burst longer than an epoch may carry is paced, re-keyed every 100 messages,
         and arrives whole and in order."""

@@ -261,7 +261,8 @@ class SignalTests(DaemonTestCase):
         self.assertIn("Server Shut Down", self.daemon.log)
         self.assertTrue(code == 0 or signal == 15, (code, signal))
         yield self.daemon.start()
-        yield until(lambda: len(alice.of("sent")) == 300, timeout=90)
+        yield until(lambda: len(alice.of("sent")) == 300, timeout=90,
+                    context=lambda: [(e.kind, e.fields) for e in alice.events[-8:]])
         history = yield alice.session.history("#lab", 400)
         self.assertEqual(sorted(m["text"] for m in history), sorted(f"term {n}" for n in range(300)))
 

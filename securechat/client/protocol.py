@@ -46,16 +46,20 @@ class ClientProtocol(LineProtocol):
         self.session = session
         self._pending: dict[str, _Pending] = {}
         self._ids = itertools.count(1)
+        self._lost = False
 
     def connectionMade(self) -> None:  # noqa: N802
         self.session.connection_made(self)
 
     def connectionLost(self, reason) -> None:  # noqa: N802
+        """The session hears first, so that code run by the failing requests
+        already sees it offline and sends nothing more on this connection."""
         super().connectionLost(reason)
+        self._lost = True
+        self.session.connection_lost(self, reason)
         pending, self._pending = self._pending, {}
         for request in pending.values():
             request.deferred.errback(ConnectionLost("the connection closed before the reply"))
-        self.session.connection_lost(self, reason)
 
     def peer_sent_bad_line(self, error: WireError) -> None:
         """A server that sends what we cannot parse is not answered, only reported."""
@@ -65,6 +69,8 @@ class ClientProtocol(LineProtocol):
 
     def request(self, verb: str, *args: str, process: bool = True) -> defer.Deferred:
         """Send a request; fire with its L{Reply} or fail with its WireError."""
+        if self._lost:
+            return defer.fail(ConnectionLost("the connection is closed"))
         request_id = str(next(self._ids))
         pending = _Pending(defer.Deferred(), process)
         self._pending[request_id] = pending

@@ -24,6 +24,7 @@ from securechat.client.state import (
     ClientEvent,
     LocalRoom,
     SharedOperations,
+    UnsentWraps,
 )
 from securechat.constants import PROTOCOL_NAME, PROTOCOL_VERSION
 from securechat.crypto.identity import (
@@ -91,6 +92,11 @@ class ClientSession(MembershipTrust, MessageReception, SendPath):
         self._early_wraps: dict[tuple[str, int], str] = {}
         self._held_records: dict[tuple[str, int], tuple] = {}
         self._refused_records: set[tuple[str, int]] = set()
+        # Wraps of our own new epochs not yet acknowledged by the server, kept
+        # (and saved) until they are: a connection cut between ROTATE and the
+        # last WRAP must not leave members without the key they were given.
+        self._unsent_wraps = {(fold(w["room"]), w["epoch"]): UnsentWraps.from_dict(w)
+                              for w in state.get("unsent_wraps", [])}
         # EPOCH lines still being checked (their rotator's membership may need a WHO).
         self._epoch_work: set[defer.Deferred] = set()
         self._live_waiters: list[defer.Deferred] = []
@@ -114,6 +120,7 @@ class ClientSession(MembershipTrust, MessageReception, SendPath):
             "keyring": self.keys.to_dict(),
             "rooms": [r.to_dict() for r in self.rooms.values()],
             "outbox": self.outbox.to_list(),
+            "unsent_wraps": [w.to_dict() for w in self._unsent_wraps.values()],
         }
 
     def save(self) -> None:
@@ -274,6 +281,7 @@ class ClientSession(MembershipTrust, MessageReception, SendPath):
                 yield self._catch_up(args["room"], args["after"])
         for room in list(self.rooms.values()):
             self._check_key(room)
+        self._resume_wraps()
         self.live = True
         waiters, self._live_waiters = self._live_waiters, []
         for waiter in waiters:
@@ -529,10 +537,19 @@ class ClientSession(MembershipTrust, MessageReception, SendPath):
             self.keys.key(room.name, room.epoch), included, reason, history or room.history,
             int(self.clock.seconds()),
         )
+        unsent = UnsentWraps(room.name, epoch, key, {
+            member["nick"]: b64encode(wraps[member["identity"].fingerprint])
+            for member in members.values()
+            if member["identity"] is not None and member["identity"] in included
+            and fold(member["nick"]) != fold(self.nick)
+        })
+        self._unsent_wraps[(fold(room.name), epoch)] = unsent
+        self.save()
         try:
             yield self.request("ROTATE", room.name, str(epoch), b64encode(record.encode()),
                                b64encode(signature), b64encode(wraps[self.identity.fingerprint]))
         except WireError as error:
+            self._unsent_wraps.pop((fold(room.name), epoch), None)
             if error.code != Code.EPOCH_CONFLICT:
                 raise
             # Someone else rotated first: adopt their epoch instead.
@@ -550,18 +567,42 @@ class ClientSession(MembershipTrust, MessageReception, SendPath):
         self.save()
         self.emit("rotated", room=room.name, epoch=epoch, reason=reason,
                   members=len(included))
-        for member in members.values():
-            if member["identity"] is not None and member["identity"] in included \
-                    and fold(member["nick"]) != fold(self.nick):
-                wrapped = b64encode(wraps[member["identity"].fingerprint])
-                self.request("WRAP", room.name, str(epoch), member["nick"], wrapped).addErrback(
-                    self._wrap_failed, room.name, member["nick"])
+        self._send_wraps(unsent)
         return epoch
 
-    def _wrap_failed(self, failure, room: str, nick: str) -> None:
-        failure.trap(WireError, ConnectionLost)
-        self.emit("error", code=getattr(failure.value, "code", "DISCONNECTED"),
-                  message=f"could not hand {nick} the key of {room}: {failure.getErrorMessage()}")
+    def _resume_wraps(self) -> None:
+        """After a reconnect: finish handing out the keys of our epochs that the
+        server stored, and forget those it never took (the ROTATE was lost)."""
+        for unsent in list(self._unsent_wraps.values()):
+            if self.keys.key(unsent.room, unsent.epoch) == unsent.key \
+                    and fold(unsent.room) in self.rooms:
+                self._send_wraps(unsent)
+            else:
+                del self._unsent_wraps[(fold(unsent.room), unsent.epoch)]
+                self.save()
+
+    def _send_wraps(self, unsent: UnsentWraps) -> None:
+        for nick, wrapped in list(unsent.wraps.items()):
+            d = self.request("WRAP", unsent.room, str(unsent.epoch), nick, wrapped)
+            d.addCallbacks(self._wrap_done, self._wrap_failed, (unsent, nick), None,
+                           (unsent, nick))
+        if not unsent.wraps:
+            self._wrap_done(None, unsent, None)
+
+    def _wrap_done(self, _, unsent: UnsentWraps, nick: str | None) -> None:
+        unsent.wraps.pop(nick, None)
+        if not unsent.wraps:
+            self._unsent_wraps.pop((fold(unsent.room), unsent.epoch), None)
+        self.save()
+
+    def _wrap_failed(self, failure, unsent: UnsentWraps, nick: str) -> None:
+        if failure.check(ConnectionLost):
+            return
+        failure.trap(WireError)
+        self._wrap_done(None, unsent, nick)
+        self.emit("error", code=str(failure.value.code),
+                  message=f"could not hand {nick} the key of {unsent.room}: "
+                          f"{failure.getErrorMessage()}")
 
     # -- receiving messages ---------------------------------------------------------
 

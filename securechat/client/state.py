@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from securechat.wire import b64decode, b64encode
+
 # Message ids remembered per room to drop replays; older ones have long
 # left the server's retry window.
 SEEN_IDS_PER_ROOM = 2000
@@ -116,3 +118,23 @@ class LocalRoom:
         waiting = [m.server_seq for m in self.pending]
         return min(waiting) - 1 if waiting else self.last_seq
 
+
+
+@dataclass
+class UnsentWraps:
+    """One of our epochs and the wraps of its key still to hand to members
+    (nick to base64 wrap). The key is kept to recognise the epoch as ours
+    after a reconnect; it lives only in the encrypted state."""
+
+    room: str
+    epoch: int
+    key: bytes
+    wraps: dict[str, str]
+
+    def to_dict(self) -> dict:
+        return {"room": self.room, "epoch": self.epoch, "key": b64encode(self.key),
+                "wraps": dict(self.wraps)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "UnsentWraps":
+        return cls(data["room"], data["epoch"], b64decode(data["key"]), dict(data["wraps"]))
