@@ -14,6 +14,7 @@ from twisted.internet import defer, task
 from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 
+from securechat.client.commands import SHARED_COMMANDS
 from securechat.wire import WireError
 
 log = Logger()
@@ -132,99 +133,9 @@ class BatchRunner:
 
     # -- commands --------------------------------------------------------------
 
+    commands = SHARED_COMMANDS
+
     def execute(self, line: str):
-        line = line.rstrip("\r\n")
-        if not line.strip():
-            return None
-        if not line.startswith("/") or line.startswith("//"):
-            return self._say(line[1:] if line.startswith("//") else line)
-        name, _, rest = line[1:].partition(" ")
-        command = getattr(self, "cmd_" + name.lower(), None)
-        if command is None:
-            raise WireError("UNKNOWN_COMMAND", f"unknown command /{name}; see --help")
-        return command(rest.strip())
+        return self.commands.run(self, line)
 
-    def _current(self) -> str:
-        if self.room is None:
-            raise WireError("NO_ROOM", "no current room: /join one first")
-        return self.room
-
-    def _say(self, text: str):
-        self.session.send_text(self._current(), text)
-
-    def _words(self, rest: str, count: int, usage: str) -> list[str]:
-        words = rest.split(None, count - 1) if rest else []
-        if len(words) < count:
-            raise WireError("BAD_ARGUMENTS", f"usage: {usage}")
-        return words
-
-    @defer.inlineCallbacks
-    def cmd_join(self, rest: str):
-        room, _, password = rest.partition(" ")
-        if not room:
-            raise WireError("BAD_ARGUMENTS", "usage: /join #room [password]")
-        joined = yield self.session.join(room, password or None)
-        self.room = joined.name
-
-    def cmd_part(self, rest: str):
-        room = rest or self._current()
-        if self.room and room.casefold() == self.room.casefold():
-            self.room = None
-        return self.session.part(room)
-
-    def cmd_invite(self, rest: str):
-        return self.session.invite(self._current(), self._words(rest, 1, "/invite NICK")[0])
-
-    def cmd_kick(self, rest: str):
-        nick, _, reason = rest.partition(" ")
-        self._words(nick, 1, "/kick NICK [reason]")
-        return self.session.kick(self._current(), nick, reason or None)
-
-    def cmd_ban(self, rest: str):
-        nick, _, reason = rest.partition(" ")
-        self._words(nick, 1, "/ban NICK [reason]")
-        return self.session.kick(self._current(), nick, reason or None, ban=True)
-
-    def cmd_unban(self, rest: str):
-        return self.session.unban(self._current(), self._words(rest, 1, "/unban NICK")[0])
-
-    def cmd_rotate(self, rest: str):
-        return self.session.rotate(self._current(), "requested by a member")
-
-    def cmd_history_policy(self, rest: str):
-        if rest not in ("joined", "shared"):
-            raise WireError("BAD_ARGUMENTS", "usage: /history_policy joined|shared")
-        return self.session.rotate(self._current(), f"history policy now {rest}", history=rest)
-
-    def cmd_topic(self, rest: str):
-        return self.session.set_topic(self._current(), rest)
-
-    @defer.inlineCallbacks
-    def cmd_who(self, rest: str):
-        room = rest or self._current()
-        members = yield self.session.who(room)
-        self.emit("who", room=room, members=members)
-
-    @defer.inlineCallbacks
-    def cmd_rooms(self, rest: str):
-        rooms = yield self.session.list_rooms()
-        self.emit("rooms", rooms=rooms)
-
-    @defer.inlineCallbacks
-    def cmd_history(self, rest: str):
-        count = int(rest) if rest.isdigit() else 20
-        for message in (yield self.session.history(self._current(), count)):
-            self.emit("message", history=True, **message)
-
-    def cmd_verify(self, rest: str):
-        return self.session.verify(self._words(rest, 1, "/verify NICK")[0])
-
-    def cmd_accept(self, rest: str):
-        self.session.accept(self._words(rest, 1, "/accept NICK")[0])
-
-    def cmd_wait(self, rest: str):
-        try:
-            seconds = float(rest)
-        except ValueError:
-            raise WireError("BAD_ARGUMENTS", "usage: /wait SECONDS") from None
-        return task.deferLater(self.clock, max(0.0, seconds), lambda: None)
+    show = emit

@@ -636,6 +636,9 @@ class ClientSession(MembershipTrust, MessageReception, SendPath):
         self._drop_room(fold(name))
 
 
+    def configure(self, room: str, setting: str, value: str | None) -> defer.Deferred:
+        return self.request("SET", self._room(room).name, setting, *([value] if value else []))
+
     def set_topic(self, room: str, topic: str) -> defer.Deferred:
         return self.request("TOPIC", self._room(room).name, topic)
 
