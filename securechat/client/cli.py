@@ -1,13 +1,20 @@
 """``securechat-client``: options, the passphrase, the identity, and then
 either the batch runner or (on a terminal) the console UI.
 
+On a terminal the first run is guided: a nick, the passphrase twice, and
+the server's certificate fingerprint shown for the user to confirm (trust
+on first use) unless --trust-fingerprint or --ca-file settles it.
+
 Every problem the user can fix is one line on stderr naming it and the fix,
 with exit code 2; never a traceback.
 """
 
 import argparse
 import getpass
+import hashlib
 import os
+import socket
+import ssl
 import sys
 
 from securechat.client.home import Home, default_home
@@ -20,6 +27,9 @@ from securechat.wire import WireError
 
 PASSPHRASE_ENV = "SECURECHAT_PASSPHRASE"
 
+# How long the first-contact fingerprint fetch may take.
+FIRST_CONTACT_TIMEOUT_SECONDS = 15
+
 
 class UsageProblem(Exception):
     """A problem to report in one line, with exit code 2."""
@@ -28,8 +38,9 @@ class UsageProblem(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="securechat-client",
-        description="End-to-end encrypted chat client. Commands such as /join #room are read "
-                    "from standard input with --batch; plain lines are messages.",
+        description="End-to-end encrypted chat client. On a terminal it opens the console "
+                    "(F1 for keys); with --batch it reads commands such as /join #room from "
+                    "standard input and plain lines are messages.",
     )
     parser.add_argument("--home", default=default_home(),
                         help="where the identity and state live (default: %(default)s)")
@@ -80,6 +91,9 @@ def unlock(options) -> tuple[Home, PrivateIdentity, object, dict]:
     """Open (or, on first run, create) the identity in --home."""
     home = Home(options.home)
     if not home.exists():
+        if not options.nick and interactive(options):
+            print(f"No identity in {home.path} yet: let's create one.")
+            options.nick = ask("your nick: ")
         if not options.nick:
             raise UsageProblem(f"no identity in {home.path} yet: pass --nick NICK to create one")
         try:
@@ -122,6 +136,45 @@ def choose_server(options, state: dict) -> tuple[str, int, dict]:
     return host, port, server
 
 
+def ask(prompt: str) -> str:
+    """A question on the terminal (not input(): readline may send it to stderr)."""
+    print(prompt, end="", flush=True)
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.strip()
+
+
+def interactive(options) -> bool:
+    return not options.batch and sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def fetch_fingerprint(host: str, port: int) -> bytes:
+    """The SHA-256 of the certificate the server presents, unverified: the user
+    is about to judge it."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), FIRST_CONTACT_TIMEOUT_SECONDS) as sock:
+            with context.wrap_socket(sock, server_hostname=host) as tls:
+                return hashlib.sha256(tls.getpeercert(binary_form=True)).digest()
+    except (OSError, ssl.SSLError) as error:
+        raise UsageProblem(f"cannot reach {host}:{port} to see its certificate ({error}); "
+                           f"is the daemon running?") from None
+
+
+def confirm_first_contact(host: str, port: int, server: dict) -> None:
+    """Trust on first use: show the fingerprint and pin it only if the user agrees."""
+    fingerprint = format_fingerprint(fetch_fingerprint(host, port))
+    print(f"First contact with {server['address']}. Its certificate's SHA-256 fingerprint:\n"
+          f"  {fingerprint}\n"
+          f"Compare it with what the operator sees (securechat-admin fingerprint).")
+    if ask("Trust this server? [y/N] ").lower() not in ("y", "yes"):
+        raise UsageProblem("server not trusted; nothing was pinned")
+    server["fingerprint"] = fingerprint
+
+
 def trust_for(host: str, server: dict, options):
     from securechat.client.trust import ServerTrust
 
@@ -140,17 +193,29 @@ def trust_for(host: str, server: dict, options):
 def main(argv=None) -> int:
     options = build_parser().parse_args(argv)
     try:
-        if not options.batch:
-            raise UsageProblem("the console UI is not available yet; use --batch")
+        if not options.batch and not (sys.stdin.isatty() and sys.stdout.isatty()):
+            raise UsageProblem("the console needs a terminal; for scripts use --batch")
         home, identity, keys, state = unlock(options)
         host, port, server = choose_server(options, state)
+        if not server.get("fingerprint") and not options.ca_file and interactive(options):
+            confirm_first_contact(host, port, server)
         trust = trust_for(host, server, options)
+        if options.batch:
+            from securechat.client.run import run_batch
+
+            return run_batch(options, home, identity, keys, state, host, port, server, trust)
+        from securechat.console.app import ConsoleConfigError, run_console
+
+        try:
+            return run_console(options, home, identity, keys, state, host, port, server, trust)
+        except ConsoleConfigError as error:
+            raise UsageProblem(str(error)) from None
     except UsageProblem as problem:
         print(f"securechat-client: {problem}", file=sys.stderr)
         return 2
-    from securechat.client.run import run_batch
-
-    return run_batch(options, home, identity, keys, state, host, port, server, trust)
+    except (EOFError, KeyboardInterrupt):
+        print("\nsecurechat-client: interrupted; nothing was changed", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -78,6 +78,12 @@ class ClientProtocol(LineProtocol):
         return pending.deferred
 
     def dispatch(self, verb: str, request_id: str, args: dict):
+        if verb == "PONG" and request_id in self._pending:
+            # The answer to our PING (session.measure_lag).
+            pending = self._pending.pop(request_id)
+            pending.reply.final = (verb, args)
+            pending.deferred.callback(pending.reply)
+            return None
         if verb in ("PING", "PONG"):
             return super().dispatch(verb, request_id, args)
         pending = self._pending.get(request_id) if request_id != NO_REQUEST_ID else None

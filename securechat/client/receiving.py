@@ -130,6 +130,12 @@ class MessageReception:
 
     def _need_key(self, room: LocalRoom, message: Incoming) -> None:
         """A message waits for its key: find out whether it can come, and say so."""
+        if not message.announced:
+            message.announced = True
+            self.emit("message_pending", room=room.name, server_seq=message.server_seq,
+                      nick=message.sender, epoch=message.epoch,
+                      message=f"message from {message.sender} waits for the key of epoch "
+                              f"{message.epoch}")
         epochs = range(message.epoch, max(room.epoch, message.epoch) + 1)
         if all(self.keys.record(room.name, e) is not None for e in epochs):
             self._await_key(room, message.epoch)

@@ -1,5 +1,6 @@
 """Starting the reactor for a client: logging to a file, the session, the
-connector, and the batch runner reading standard input."""
+connector, and the batch runner reading standard input. The console's
+equivalent is L{securechat.console.app}."""
 
 import sys
 
@@ -29,17 +30,15 @@ class _StandardInput(LineReceiver):
         self.runner.end_of_input()
 
 
-def _start_logging(path: str) -> None:
+def start_logging(path: str) -> None:
     """Twisted's log goes to a file in --home, never to the terminal."""
     log_file = open(path, "a", encoding="utf-8")
     globalLogBeginner.beginLoggingTo([textFileLogObserver(log_file)],
                                      redirectStandardIO=False)
 
 
-def run_batch(options, home, identity, keys, state, host, port, server, trust) -> int:
-    from twisted.internet import reactor
-
-    _start_logging(home.log_path)
+def build_session(reactor, options, home, identity, keys, state, server) -> ClientSession:
+    """The session of either front end, saving into --home as it goes."""
 
     def save(session_state: dict) -> None:
         home.save_state({**session_state, "server": server}, keys)
@@ -48,6 +47,14 @@ def run_batch(options, home, identity, keys, state, host, port, server, trust) -
                             share_with_verified_only=options.verified_only,
                             registration_token=options.token)
     save(session.state())
+    return session
+
+
+def run_batch(options, home, identity, keys, state, host, port, server, trust) -> int:
+    from twisted.internet import reactor
+
+    start_logging(home.log_path)
+    session = build_session(reactor, options, home, identity, keys, state, server)
 
     def write(line: str) -> None:
         sys.stdout.write(line + "\n")

@@ -636,6 +636,13 @@ class ClientSession(MembershipTrust, MessageReception, SendPath):
         self._drop_room(fold(name))
 
 
+    @defer.inlineCallbacks
+    def measure_lag(self):
+        """Seconds for a PING to come back from the server."""
+        started = self.clock.seconds()
+        yield self.request("PING")
+        return self.clock.seconds() - started
+
     def configure(self, room: str, setting: str, value: str | None) -> defer.Deferred:
         return self.request("SET", self._room(room).name, setting, *([value] if value else []))
 

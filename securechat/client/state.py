@@ -65,6 +65,8 @@ class Incoming:
     token: bytes
     signature: bytes
     received_ms: int
+    # Whether the user was told it waits for its key (once is enough).
+    announced: bool = False
 
 
 @dataclass
