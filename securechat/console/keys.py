@@ -39,6 +39,9 @@ DEFAULT_BINDINGS = (
 )
 
 
+_DEFAULTS = {b.action: b for b in DEFAULT_BINDINGS}
+
+
 class KeymapError(ValueError):
     """A [keys] override that cannot work; the message names it and the fix."""
 
@@ -71,8 +74,15 @@ class Keymap:
         return next(b.keys for b in self.bindings if b.action == action)
 
     def describe(self) -> list[tuple[str, str]]:
-        """(keys, help) rows for the help screen."""
-        return [(" / ".join(_display(k) for k in b.keys), b.help) for b in self.bindings]
+        """(keys, help) rows for the help screen; Alt+1..9 in one row while unchanged."""
+        rows = []
+        for binding in self.bindings:
+            if binding.action.startswith("room_") and binding == _DEFAULTS[binding.action]:
+                if binding.action == "room_1":
+                    rows.append((f"Alt+1..{ROOM_SHORTCUTS}", "room 1 to 9 of the list"))
+                continue
+            rows.append((" / ".join(_display(k) for k in binding.keys), binding.help))
+        return rows
 
 
 def _display(key: str) -> str:

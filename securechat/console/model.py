@@ -80,7 +80,7 @@ class ChatModel:
         self.tz = tz
         self.panes: dict[str, Pane] = {fold(STATUS_PANE): Pane(STATUS_PANE)}
         self.current = fold(STATUS_PANE)
-        self.connection = "connecting"
+        self.connection = "connected" if session.live else "connecting"
         self.retry_at: float | None = None
         self.lag: float | None = None
         self.bells = 0
