@@ -143,3 +143,10 @@ class LayeringTests(SynchronousTestCase):
                 for banned in ("securechat.server", "securechat.lineprotocol",
                                "securechat.crypto"):
                     self.assertNotIn(banned, source, name)
+
+
+class ExampleConfigTests(SynchronousTestCase):
+    def test_example_client_config_loads(self):
+        """conf/client.toml, as shipped, is a valid client config."""
+        settings = load_settings(os.path.join(ROOT, "conf", "client.toml"))
+        self.assertTrue(settings.bracketed_paste)
