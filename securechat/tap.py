@@ -15,7 +15,7 @@ from securechat.server.limits import ConnectionLimits
 from securechat.server.protocol import ServerFactory
 from securechat.server.rooms import RoomLimits
 from securechat.server.service import ChatService, ServiceSettings
-from securechat.server.signals import ReloadOnHangup
+from securechat.server.signals import ExitZeroOnTerm, ReloadOnHangup
 from securechat.server.sqlite_store import SQLiteStore, open_pool
 from securechat.server.tls import (
     ReloadableServerTLS,
@@ -89,4 +89,5 @@ def makeService(config, reactor=None) -> MultiService:  # noqa: N802
     factory = ServerFactory(chat, settings.public_name, reactor, limits=limits)
     TLSServerService(endpoint, factory, tls).setServiceParent(root)
     ReloadOnHangup(reactor, [tls.reload]).setServiceParent(root)
+    ExitZeroOnTerm(reactor).setServiceParent(root)
     return root

@@ -4,14 +4,22 @@ import signal
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from securechat.server.signals import ReloadOnHangup
+from securechat.server.signals import ExitZeroOnTerm, ReloadOnHangup
 
 
 class ImmediateReactor:
     """Runs callFromThread work at once, as the reactor would on its next turn."""
 
+    running = True
+    stopped = False
+
     def callFromThread(self, f, *args):  # noqa: N802
         f(*args)
+
+    callWhenRunning = callFromThread
+
+    def stop(self):
+        self.stopped = True
 
 
 class ReloadOnHangupTests(SynchronousTestCase):
@@ -38,3 +46,18 @@ class ReloadOnHangupTests(SynchronousTestCase):
         self.assertNotEqual(signal.getsignal(signal.SIGHUP), previous)
         service.stopService()
         self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
+
+
+class ExitZeroOnTermTests(SynchronousTestCase):
+    def test_sigterm_stops_the_reactor_without_re_raising(self):
+        """Once running, SIGTERM is ours: it stops the reactor (a clean shutdown) and
+        leaves no signal for twistd to re-raise, so the exit status is 0."""
+        previous = signal.getsignal(signal.SIGTERM)
+        self.addCleanup(signal.signal, signal.SIGTERM, previous)
+        reactor = ImmediateReactor()
+        ExitZeroOnTerm(reactor).startService()
+        handler = signal.getsignal(signal.SIGTERM)
+        self.assertNotEqual(handler, previous)
+        handler(signal.SIGTERM, None)
+        self.assertTrue(reactor.stopped)
+        self.assertFalse(hasattr(reactor, "_exitSignal"))
