@@ -28,6 +28,8 @@ from securechat.constants import (
 
 DEFAULT_PORT = 7470
 
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
 
 class ConfigError(Exception):
     """A configuration problem, worded for the operator: key and what to fix."""
@@ -155,6 +157,19 @@ SETTINGS = (
         "timeouts.stalled_reader", "stalled-reader", int, MAX_PAUSED_SECONDS,
         "Seconds a client may read nothing while output waits before it is dropped.", 1, 3600,
     ),
+    Setting(
+        "log.format", "log-format", str, "text",
+        "Log lines as text or json (one JSON object per line).", choices=("text", "json"),
+    ),
+    Setting(
+        "log.level", "log-level", str, "info",
+        "Least severe level logged; SIGHUP re-reads it from the config file.",
+        choices=LOG_LEVELS,
+    ),
+    Setting(
+        "metrics.port", "metrics-port", int, 0,
+        "Prometheus metrics on 127.0.0.1:PORT; 0 turns them off.", 0, 65535,
+    ),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}
@@ -182,6 +197,9 @@ class ServerSettings:
     idle_ping: int
     ping_timeout: int
     stalled_reader: int
+    log_format: str
+    log_level: str
+    metrics_port: int
 
     @property
     def public_name(self) -> str:

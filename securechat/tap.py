@@ -11,6 +11,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.python import usage
 
 from securechat.config import SETTINGS, ConfigError, build_settings, prepare_data_dir
+from securechat.server.daemonlog import DaemonLog, install_for_twistd
 from securechat.server.limits import ConnectionLimits
 from securechat.server.protocol import ServerFactory
 from securechat.server.rooms import RoomLimits
@@ -44,11 +45,19 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:  # noqa: N802
         try:
-            self["settings"] = build_settings(
-                self["config"], {s.flag: self[s.flag] for s in SETTINGS}
-            )
+            self["settings"] = self.read_settings()
         except ConfigError as error:
             raise usage.UsageError(str(error)) from None
+        settings = self["settings"]
+        twistd = self.parent if self.parent is not None else {}
+        self["log"] = DaemonLog(settings.log_format, settings.log_level, twistd.get("logfile"),
+                                read_level=lambda: self.read_settings().log_level)
+        if self.parent is not None:
+            install_for_twistd(self.parent, self["log"])
+
+    def read_settings(self):
+        """Defaults, the config file, then the command line: also on SIGHUP."""
+        return build_settings(self["config"], {s.flag: self[s.flag] for s in SETTINGS})
 
 
 def makeService(config, reactor=None) -> MultiService:  # noqa: N802
@@ -88,6 +97,6 @@ def makeService(config, reactor=None) -> MultiService:  # noqa: N802
     )
     factory = ServerFactory(chat, settings.public_name, reactor, limits=limits)
     TLSServerService(endpoint, factory, tls).setServiceParent(root)
-    ReloadOnHangup(reactor, [tls.reload]).setServiceParent(root)
+    ReloadOnHangup(reactor, [tls.reload, config["log"].reload]).setServiceParent(root)
     ExitZeroOnTerm(reactor).setServiceParent(root)
     return root

@@ -241,6 +241,35 @@ def _run(args, env, lines):
     return collector.done
 
 
+class JsonLogTests(TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_json_log_and_level_reload(self):
+        """With format = "json" every line the daemon prints is a JSON object; after the
+        config file's level changes to warn, SIGHUP applies it and info lines stop."""
+        config = os.path.abspath(self.mktemp())
+        with open(config, "w") as f:
+            f.write('[log]\nformat = "json"\nlevel = "info"\n')
+        daemon = Daemon(os.path.abspath(self.mktemp()), None, "--config", config)
+        yield daemon.start()
+        self.addCleanup(daemon.stop)
+        first = LiveClient("alice", daemon)
+        yield first.session.when_live()
+        yield first.stop()
+        yield until(lambda: "logged in as alice" in daemon.log)
+        with open(config, "w") as f:
+            f.write('[log]\nformat = "json"\nlevel = "warn"\n')
+        daemon.process.signalProcess("HUP")
+        yield until(lambda: "log level is now warn" in daemon.log)
+        second = LiveClient("bob", daemon)
+        yield second.session.when_live()
+        yield second.stop()
+        records = [json.loads(line) for line in daemon.log.splitlines() if line.strip()]
+        self.assertTrue(all({"time", "level", "message"} <= set(r) for r in records))
+        self.assertNotIn("logged in as bob", daemon.log)
+
+
 class SignalTests(DaemonTestCase):
     """SIGTERM stops cleanly without losing acknowledged messages; SIGHUP reloads TLS."""
 

@@ -62,6 +62,30 @@ class OptionsTests(SynchronousTestCase):
             self.assertIn(flag, text)
 
 
+class TwistdLoggingTests(SynchronousTestCase):
+    def twistd(self, *argv):
+        from twisted.scripts._twistd_unix import ServerOptions
+
+        options = ServerOptions()
+        options.parseOptions(["--nodaemon", *argv])
+        return options
+
+    def test_our_observer_unless_told_otherwise(self):
+        """Under twistd, our Options make twistd log through our format and level."""
+        options = self.twistd("securechat", "--log-format", "json", "--log-level", "warn")
+        observer = options["logger"]()
+        self.assertEqual(options.subOptions["log"].format, "json")
+        self.assertEqual(options.subOptions["log"].level, "warn")
+        self.assertTrue(callable(observer))
+
+    def test_operator_logger_wins(self):
+        """An explicit twistd --logger is left alone."""
+        options = self.twistd("--logger", "twisted.logger.textFileLogObserver", "securechat")
+        from twisted.logger import textFileLogObserver
+
+        self.assertIs(options["logger"], textFileLogObserver)
+
+
 class MakeServiceTests(SynchronousTestCase):
     def test_listens_with_tls_where_told(self):
         """makeService listens on the given interface and port, wrapped in TLS,
