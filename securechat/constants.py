@@ -203,3 +203,14 @@ PING_TIMEOUT_SECONDS = 20
 # (InspIRCd's hardsendq) or that has not read for 30 s while output waits.
 MAX_SEND_QUEUE_BYTES = 1024 * 1024
 MAX_PAUSED_SECONDS = 30
+
+# The Prometheus endpoint listens here only: room and connection counts are
+# metadata; a scraper on another host goes through an SSH tunnel or a proxy.
+METRICS_INTERFACE = "127.0.0.1"
+
+# Client console: a send of more lines than this (a paste, usually) is
+# confirmed first, as WeeChat and irssi do, so a mis-paste never leaks.
+PASTE_CONFIRM_LINES = 5
+
+# Client: seconds the first-contact certificate fetch may take.
+FIRST_CONTACT_TIMEOUT_SECONDS = 15

@@ -13,6 +13,7 @@ from twisted.python import usage
 from securechat.config import SETTINGS, ConfigError, build_settings, prepare_data_dir
 from securechat.server.daemonlog import DaemonLog, install_for_twistd
 from securechat.server.limits import ConnectionLimits
+from securechat.server.metrics import ServerMetrics, metrics_service
 from securechat.server.protocol import ServerFactory
 from securechat.server.rooms import RoomLimits
 from securechat.server.service import ChatService, ServiceSettings
@@ -74,6 +75,7 @@ def makeService(config, reactor=None) -> MultiService:  # noqa: N802
         raise SystemExit(f"securechat: {error}") from None
 
     root = MultiService()
+    metrics = ServerMetrics()
     chat = ChatService(
         SQLiteStore(open_pool(os.path.join(data_dir, DATABASE_FILE))),
         reactor,
@@ -82,6 +84,7 @@ def makeService(config, reactor=None) -> MultiService:  # noqa: N802
             settings.registration,
             RoomLimits(settings.rooms_per_user, settings.members_per_room, settings.topic_length),
         ),
+        metrics=metrics,
     )
     chat.setServiceParent(root)
     endpoint = TCP4ServerEndpoint(reactor, settings.port, interface=settings.interface)
@@ -95,8 +98,10 @@ def makeService(config, reactor=None) -> MultiService:  # noqa: N802
         max_send_queue=settings.send_queue_bytes,
         max_paused=settings.stalled_reader,
     )
-    factory = ServerFactory(chat, settings.public_name, reactor, limits=limits)
+    factory = ServerFactory(chat, settings.public_name, reactor, limits=limits, metrics=metrics)
     TLSServerService(endpoint, factory, tls).setServiceParent(root)
     ReloadOnHangup(reactor, [tls.reload, config["log"].reload]).setServiceParent(root)
     ExitZeroOnTerm(reactor).setServiceParent(root)
+    if settings.metrics_port:
+        metrics_service(reactor, settings.metrics_port, metrics).setServiceParent(root)
     return root

@@ -270,6 +270,37 @@ class JsonLogTests(TestCase):
         self.assertNotIn("logged in as bob", daemon.log)
 
 
+class MetricsEndpointTests(TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_prometheus_scrape(self):
+        """With --metrics-port, GET /metrics on 127.0.0.1 reports connections, rooms,
+        messages and bytes in Prometheus' text format."""
+        from twisted.web.client import Agent, readBody
+
+        from tests.daemon import free_port
+
+        port = free_port()
+        daemon = Daemon(os.path.abspath(self.mktemp()), None, "--metrics-port", str(port))
+        yield daemon.start()
+        self.addCleanup(daemon.stop)
+        client = LiveClient("alice", daemon)
+        self.addCleanup(client.stop)
+        yield client.session.when_live()
+        yield client.session.join("#lab")
+        client.session.send_text("#lab", "counted, never read")
+        yield client.session.when_idle()
+        response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}/metrics".encode())
+        body = (yield readBody(response)).decode()
+        self.assertEqual(response.code, 200)
+        for line in ("securechat_connections 1.0", "securechat_rooms 1.0",
+                     "securechat_messages_relayed_total 1.0"):
+            self.assertIn(line, body)
+        self.assertIn("securechat_store_commit_seconds_bucket", body)
+        self.assertNotIn("counted, never read", body)
+
+
 class SignalTests(DaemonTestCase):
     """SIGTERM stops cleanly without losing acknowledged messages; SIGHUP reloads TLS."""
 

@@ -5,6 +5,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from securechat.server.messagelog import MessageLog
 from securechat.server.store import AppendResult, MessageRow
+from securechat.server.metrics import ServerMetrics
 
 
 class ControlledStore:
@@ -37,7 +38,8 @@ class MessageLogTests(SynchronousTestCase):
     def setUp(self):
         self.clock = task.Clock()
         self.store = ControlledStore()
-        self.log = MessageLog(self.store, self.clock)
+        self.metrics = ServerMetrics()
+        self.log = MessageLog(self.store, self.clock, self.metrics)
 
     def test_one_transaction_per_turn(self):
         """Messages appended in the same reactor turn share one transaction."""

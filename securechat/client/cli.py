@@ -19,6 +19,7 @@ import sys
 
 from securechat.client.home import Home, default_home
 from securechat.config import DEFAULT_PORT
+from securechat.constants import FIRST_CONTACT_TIMEOUT_SECONDS
 from securechat.crypto.certificates import format_fingerprint, parse_fingerprint
 from securechat.crypto.identity import PrivateIdentity
 from securechat.crypto.keystore import KeystoreError
@@ -26,9 +27,6 @@ from securechat.names import check_nick
 from securechat.wire import WireError
 
 PASSPHRASE_ENV = "SECURECHAT_PASSPHRASE"
-
-# How long the first-contact fingerprint fetch may take.
-FIRST_CONTACT_TIMEOUT_SECONDS = 15
 
 
 class UsageProblem(Exception):

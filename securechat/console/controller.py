@@ -9,15 +9,12 @@ from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 
 from securechat.client.commands import SHARED_COMMANDS, Command, NICK, current_room, words
+from securechat.constants import PASTE_CONFIRM_LINES
 from securechat.console.model import ACTION_PREFIX, STATUS_PANE, ChatModel, direct_room
 from securechat.names import fold
 from securechat.wire import WireError
 
 log = Logger()
-
-# A send of more lines than this (a paste, usually) is confirmed first, as
-# WeeChat and irssi do.
-PASTE_CONFIRM_LINES = 5
 
 # How often the status bar's lag is measured.
 LAG_PROBE_SECONDS = 30.0

@@ -17,9 +17,11 @@ log = Logger()
 class MessageLog:
     """Queues rows, commits them in batches, fires a Deferred per row."""
 
-    def __init__(self, store, clock):
+    def __init__(self, store, clock, metrics):
         self._store = store
         self._clock = clock
+        self._metrics = metrics
+        self._started = 0.0
         self._queue: list[tuple[MessageRow, defer.Deferred]] = []
         self._flush_call = None
         self._committing: defer.Deferred | None = None
@@ -35,10 +37,13 @@ class MessageLog:
     def _flush(self) -> None:
         self._flush_call = None
         batch, self._queue = self._queue, []
+        self._started = self._clock.seconds()
         self._committing = self._store.append_messages([row for row, _ in batch])
         self._committing.addCallbacks(self._committed, self._failed, (batch,), None, (batch,))
 
     def _committed(self, results, batch) -> None:
+        self._metrics.commit_seconds.observe(self._clock.seconds() - self._started)
+        self._metrics.messages.inc(len(batch))
         self._after_commit()
         for (_, done), result in zip(batch, results):
             done.callback(result)

@@ -25,6 +25,7 @@ from securechat.lineprotocol import LineProtocol, tls_exporter
 from securechat.names import fold
 from securechat.ratelimit import TokenBucket
 from securechat.server.limits import AddressCounter, ConnectionLimits
+from securechat.server.metrics import ServerMetrics
 from securechat.wire import CLIENT_VERBS, NO_REQUEST_ID, Code, WireError, b64encode, parse_line
 
 GREETING_TEXT = "securechat ready; the protocol is described in docs/protocol.md"
@@ -90,6 +91,7 @@ class ServerProtocol(LineProtocol):
 
     def connectionMade(self) -> None:  # noqa: N802
         self.peer = self.transport.getPeer()
+        self.factory.metrics.connections.inc()
         self.log.info("connection from {peer.host}:{peer.port}", peer=self.peer)
         self.transport.registerProducer(self, True)
         self._login_call = self.clock.callLater(self.limits.login_timeout, self._login_timed_out)
@@ -106,6 +108,7 @@ class ServerProtocol(LineProtocol):
 
     def connectionLost(self, reason) -> None:  # noqa: N802
         super().connectionLost(reason)
+        self.factory.metrics.connections.dec()
         for call in (self._paused_call, self._login_call, self._idle_call):
             if call is not None and call.active():
                 call.cancel()
@@ -133,6 +136,7 @@ class ServerProtocol(LineProtocol):
         """Every byte we send goes here: written, or queued while the peer is slow."""
         if self._closing:
             return
+        self.factory.metrics.sent.inc(len(line))
         if self._paused_call is None:
             self.transport.write(line)
             return
@@ -173,6 +177,17 @@ class ServerProtocol(LineProtocol):
         self.transport.abortConnection()
 
     # -- flood control and liveness -----------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self.factory.metrics.received.inc(len(data))
+        super().dataReceived(data)
+
+    def send_error(self, error: WireError) -> None:
+        """Every refusal is counted by code and logged with who it was for."""
+        self.factory.metrics.rejections.labels(str(error.code)).inc()
+        self.log.info("refused {peer.host}:{peer.port}{nick}: {code}", peer=self.peer,
+                      nick=f" ({self.user.nick})" if self.user else "", code=str(error.code))
+        super().send_error(error)
 
     def lineReceived(self, line: bytes) -> None:  # noqa: N802
         if not self.bucket.take(self.clock.seconds()):
@@ -348,12 +363,14 @@ class ServerFactory(Factory):
     log = Logger()
 
     def __init__(self, service, server_name: str, clock, channel_binding=tls_exporter,
-                 limits: ConnectionLimits = ConnectionLimits()):
+                 limits: ConnectionLimits = ConnectionLimits(),
+                 metrics: ServerMetrics | None = None):
         self.service = service
         self.server_name = server_name
         self.clock = clock
         self.channel_binding = channel_binding
         self.limits = limits
+        self.metrics = metrics or ServerMetrics()
         self.addresses = AddressCounter(limits.per_ip)
 
     def buildProtocol(self, addr):  # noqa: N802

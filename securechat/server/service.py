@@ -30,6 +30,7 @@ from securechat.server import events
 from securechat.server.accounts import AccountRegistry, public_identity
 from securechat.server.fanout import LocalFanOut
 from securechat.server.messagelog import MessageLog
+from securechat.server.metrics import ServerMetrics
 from securechat.names import check_room, fold
 from securechat.server.passwords import check_room_password, hash_room_password
 from securechat.server.rooms import RoomLimits, RoomRegistry
@@ -66,13 +67,15 @@ class ChatService(service.Service):
     """All chat state of one daemon, loaded at start and kept durable."""
 
     def __init__(self, store, clock, settings: ServiceSettings, run_blocking=None,
-                 fanout: LocalFanOut | None = None):
+                 fanout: LocalFanOut | None = None, metrics: ServerMetrics | None = None):
         self.store = store
         self.clock = clock
         self.settings = settings
         self.fanout = fanout or LocalFanOut()
         self._run_blocking = run_blocking or threads.deferToThread
-        self.messages = MessageLog(store, clock)
+        self.metrics = metrics or ServerMetrics()
+        self.metrics.count_rooms(lambda: self.rooms or ())
+        self.messages = MessageLog(store, clock, self.metrics)
         self.ready = defer.Deferred()
         self.accounts: AccountRegistry | None = None
         self.rooms: RoomRegistry | None = None
