@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--count", type=int, default=1, help="how many (default 1)")
     commands.add_parser("fingerprint", help="the server certificate's SHA-256 fingerprint")
     commands.add_parser("users", help="list accounts")
+    user = commands.add_parser("user", help="act on one account")
+    user_commands = user.add_subparsers(dest="action", required=True)
+    for action, text in (("reset", "a one-time token with which a user who lost their keys "
+                                   "registers the same nick with new ones"),
+                         ("ban", "refuse the account's logins and end its sessions"),
+                         ("unban", "let a banned account log in again")):
+        user_commands.add_parser(action, help=text).add_argument("nick")
     commands.add_parser("rooms", help="list rooms")
     backup = commands.add_parser("backup", help="copy the database, consistently, while it runs")
     backup.add_argument("destination", help="file to write (must not exist)")
@@ -77,6 +84,35 @@ def token_create(options, out) -> None:
         store.close()
 
 
+def _find_user(db: sqlite3.Connection, nick: str) -> tuple[int, str, bool]:
+    row = db.execute("SELECT id, nick, banned FROM users WHERE folded = ?",
+                     (nick.casefold(),)).fetchone()
+    if row is None:
+        raise AdminError(f"no user {nick}; `securechat-admin users` lists them")
+    return row[0], row[1], bool(row[2])
+
+
+def user(options, out) -> None:
+    with closing(_database(options)) as db:
+        user_id, nick, banned = _find_user(db, options.nick)
+        if options.action == "reset":
+            token = new_registration_token()
+            with db:
+                db.execute("INSERT INTO registration_tokens (digest, created, resets)"
+                           " VALUES (?, ?, ?)", (token_digest(token), time.time(), user_id))
+            out.write(f"{token}\n")
+            out.write(f"# {nick} registers again with new keys, once, from a new --home:\n"
+                      f"#   securechat-client --home NEW_HOME --nick {nick} --token {token} ...\n"
+                      f"# Their rooms then need a new key, and peers see an identity change.\n")
+            return
+        want = options.action == "ban"
+        if banned != want:
+            with db:
+                db.execute("UPDATE users SET banned = ? WHERE id = ?", (int(want), user_id))
+        out.write(f"{nick} is {'banned' if want else 'no longer banned'}; a running daemon "
+                  f"applies it within seconds\n")
+
+
 def fingerprint(options, out) -> None:
     settings = _settings(options)
     path = settings.tls_cert or os.path.join(settings.data_dir, SELF_SIGNED_CERT)
@@ -91,7 +127,8 @@ def fingerprint(options, out) -> None:
 
 
 def _database(options) -> sqlite3.Connection:
-    """A read connection to the daemon's database (after any pending migration)."""
+    """A connection to the daemon's database (after any pending migration); it waits
+    out the daemon's transactions rather than failing on them."""
     path = os.path.join(_settings(options).data_dir, DATABASE_FILE)
     _store(os.path.dirname(path)).close()
     connection = sqlite3.connect(path)
@@ -144,7 +181,7 @@ def check(options, out) -> None:
 
 def main(argv=None, out=sys.stdout, err=sys.stderr) -> int:
     options = build_parser().parse_args(argv)
-    command = {"token": token_create, "fingerprint": fingerprint, "users": users,
+    command = {"token": token_create, "fingerprint": fingerprint, "users": users, "user": user,
                "rooms": rooms, "backup": backup, "check": check}[options.command]
     try:
         command(options, out)

@@ -214,3 +214,7 @@ PASTE_CONFIRM_LINES = 5
 
 # Client: seconds the first-contact certificate fetch may take.
 FIRST_CONTACT_TIMEOUT_SECONDS = 15
+
+# How soon a running daemon applies a ban made with securechat-admin: it
+# checks the database for another process's commits this often.
+OPERATOR_POLL_SECONDS = 2

@@ -9,7 +9,7 @@ from securechat import admin
 from securechat.server.passwords import token_digest
 from securechat.server.sqlite_store import InlineRunner, SQLiteStore
 from securechat.server.tls import ensure_self_signed
-from securechat.server.store import UserRow
+from securechat.server.store import RegistrationTokenInvalid, UserRow
 
 
 def new_data_dir(test) -> tuple[str, SQLiteStore]:
@@ -99,3 +99,56 @@ class ListingTests(SynchronousTestCase):
         code, _, err = self.run_admin("backup", destination)
         self.assertEqual(code, 2)
         self.assertIn("exists", err)
+
+
+class UserCommandTests(SynchronousTestCase):
+    def setUp(self):
+        self.data_dir, self.store = new_data_dir(self)
+        self.bob = UserRow(0, "Bob", b"s", b"e", b"x", b"fp")
+        self.bob.id = self.successResultOf(self.store.add_user(self.bob, 0.0, None))
+
+    def run_admin(self, *argv):
+        out, err = io.StringIO(), io.StringIO()
+        code = admin.main(["--data-dir", self.data_dir, *argv], out, err)
+        return code, out.getvalue(), err.getvalue()
+
+    def banned(self) -> bool:
+        [row] = self.successResultOf(self.store.load_users())
+        return row.banned
+
+    def test_ban_and_unban(self):
+        """user ban marks the account banned (case-blind nick); unban lifts it."""
+        code, out, _ = self.run_admin("user", "ban", "bob")
+        self.assertEqual(code, 0)
+        self.assertIn("Bob is banned", out)
+        self.assertTrue(self.banned())
+        self.run_admin("user", "unban", "BOB")
+        self.assertFalse(self.banned())
+
+    def test_reset_token_resets_only_that_user(self):
+        """user reset prints a one-time token that gives Bob new keys, once."""
+        code, out, _ = self.run_admin("user", "reset", "bob")
+        token = out.split()[0]
+        self.assertEqual(code, 0)
+        self.assertIn("--token", out)
+        new = UserRow(self.bob.id, "Bob", b"s2", b"e2", b"x2", b"fp2")
+        self.successResultOf(self.store.reset_user(new, token_digest(token)))
+        [row] = self.successResultOf(self.store.load_users())
+        self.assertEqual(row.fingerprint, b"fp2")
+        self.failureResultOf(self.store.reset_user(new, token_digest(token)),
+                             RegistrationTokenInvalid)
+
+    def test_reset_token_is_not_a_registration_token_for_others(self):
+        """A reset token cannot reset somebody else."""
+        carol = UserRow(0, "carol", b"s3", b"e3", b"x3", b"fp3")
+        carol.id = self.successResultOf(self.store.add_user(carol, 0.0, None))
+        token = self.run_admin("user", "reset", "bob")[1].split()[0]
+        self.failureResultOf(self.store.reset_user(carol, token_digest(token)),
+                             RegistrationTokenInvalid)
+
+    def test_unknown_nick(self):
+        """An unknown nick is one line naming it, exit code 2."""
+        code, _, err = self.run_admin("user", "ban", "nobody")
+        self.assertEqual(code, 2)
+        self.assertEqual(err, "securechat-admin: no user nobody; `securechat-admin users` "
+                              "lists them\n")

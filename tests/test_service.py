@@ -474,3 +474,58 @@ class ReviewRegressionTests(SynchronousTestCase):
         self.assertLess(len(page) - 1, 40)
         synced = self.bob.request("SYNC", "#lab=0")
         self.assertIn("MORE", verbs_of(synced))
+
+
+class ResetTests(SynchronousTestCase):
+    """The operator's reset: a user who lost their keys registers the nick anew."""
+
+    def setUp(self):
+        self.server = Server()
+        self.alice = self.server.user("alice")
+        self.alice.request("JOIN", "#lab")
+        self.user_id = self.server.service.accounts.find("alice").id
+
+    def reset_token(self, user_id=None) -> str:
+        from securechat.server.passwords import new_registration_token, token_digest
+
+        token = new_registration_token()
+        self.server.service.store.add_registration_token(
+            token_digest(token), 0.0, resets=user_id or self.user_id)
+        return token
+
+    def register_new_keys(self, token, name="alice-new"):
+        client = self.server.connect()
+        public = identity(name).public
+        return client, client.request(
+            "REGISTER", "alice", b64encode(public.sign_der), b64encode(public.enc_der),
+            b64encode(public.enc_signature), client.login_signature(name, "alice"), token)
+
+    def test_reset_gives_new_keys_and_ends_old_sessions(self):
+        """With a reset token the nick registers with new keys; the old session is told
+        and closed, the old key no longer logs in, and the user's rooms need a new key."""
+        client, frames = self.register_new_keys(self.reset_token())
+        self.assertEqual(frames[0].verb, "OK")
+        errors = [f for f in self.alice.frames() if f.verb == "ERROR"]
+        self.assertEqual(decode(errors[0])["code"], "ACCOUNT_RESET")
+        self.assertTrue(self.alice.transport.disconnecting)
+        self.assertEqual(decode(self.server.connect().login("alice")[0])["code"], "AUTH_FAILED")
+        self.assertEqual(self.server.connect().login("alice-new", "alice")[0].verb, "OK")
+        room = self.server.service.rooms.find("#lab")
+        self.assertTrue(room.rekey_required)
+
+    def test_token_works_once_and_only_for_its_user(self):
+        """A used reset token, or one made for somebody else, is refused."""
+        token = self.reset_token()
+        self.register_new_keys(token)
+        _, frames = self.register_new_keys(token, "alice-third")
+        self.assertEqual(decode(frames[0])["code"], "BAD_REGISTRATION_TOKEN")
+        self.server.user("bob")
+        bobs = self.reset_token(self.server.service.accounts.find("bob").id)
+        _, frames = self.register_new_keys(bobs, "alice-third")
+        self.assertEqual(decode(frames[0])["code"], "BAD_REGISTRATION_TOKEN")
+
+    def test_existing_nick_without_token_is_taken(self):
+        """Without a token, registering a taken nick is still NICK_TAKEN."""
+        client = self.server.connect()
+        frames = client.register("alice-new", "alice")
+        self.assertEqual(decode(frames[0])["code"], "NICK_TAKEN")

@@ -83,6 +83,21 @@ class AccountRegistry:
         self._reserved.add(fold(nick))
         return digest
 
+    def reserve_reset(self, user: UserRow, identity: PublicIdentity) -> None:
+        """Hold C{user}'s nick while their reset commits; refuse a key already in use."""
+        if fold(user.nick) in self._reserved:
+            raise WireError(Code.NICK_TAKEN, f"{user.nick} is being registered right now")
+        if identity.fingerprint in self._fingerprints:
+            raise WireError(Code.KEY_IN_USE, "this identity key already has an account")
+        self._reserved.add(fold(user.nick))
+
+    def replace(self, user: UserRow) -> None:
+        """The same account with new keys (an operator's reset)."""
+        old = self._by_id[user.id]
+        self._fingerprints.discard(old.fingerprint)
+        self._identities.pop(user.id, None)
+        self.add(user)
+
     def release(self, nick: str) -> None:
         """Give up a reservation whose registration did not commit."""
         self._reserved.discard(fold(nick))

@@ -16,6 +16,9 @@ class IConnection(Interface):
     def deliver(line):
         """Queue one complete line (bytes, LF included) for the client."""
 
+    def drop(code, text):
+        """Tell the client why with an ERROR line, then close the connection."""
+
 
 class IFanOut(Interface):
     def publish(user_ids, line, exclude=None):

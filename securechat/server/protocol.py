@@ -178,6 +178,10 @@ class ServerProtocol(LineProtocol):
 
     # -- flood control and liveness -----------------------------------------------
 
+    def drop(self, code: Code, text: str) -> None:
+        self.send_error(WireError(code, text))
+        self.close_connection()
+
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         self.factory.metrics.received.inc(len(data))
         super().dataReceived(data)

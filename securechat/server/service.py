@@ -31,8 +31,9 @@ from securechat.server.accounts import AccountRegistry, public_identity
 from securechat.server.fanout import LocalFanOut
 from securechat.server.messagelog import MessageLog
 from securechat.server.metrics import ServerMetrics
+from securechat.server.operator import OperatorChanges, drop_connections
 from securechat.names import check_room, fold
-from securechat.server.passwords import check_room_password, hash_room_password
+from securechat.server.passwords import check_room_password, hash_room_password, token_digest
 from securechat.server.rooms import RoomLimits, RoomRegistry
 from securechat.server.store import (
     EpochConflict,
@@ -80,6 +81,7 @@ class ChatService(service.Service):
         self.accounts: AccountRegistry | None = None
         self.rooms: RoomRegistry | None = None
         self.requests: WrapRequestQueue | None = None
+        self.operator: OperatorChanges | None = None
         self._history: dict[int, str] = {}
 
     # -- lifecycle -------------------------------------------------------------
@@ -99,6 +101,8 @@ class ChatService(service.Service):
             self._history[room.id] = _history_of(room.epoch_record)
         log.info("loaded {users} accounts and {rooms} rooms", users=len(self.accounts),
                  rooms=len(self.rooms))
+        self.operator = OperatorChanges(self.store, self.accounts, self.fanout, self.clock)
+        self.operator.start()
         self.ready.callback(self)
 
     def _load_failed(self, failure) -> None:
@@ -109,6 +113,8 @@ class ChatService(service.Service):
 
     @defer.inlineCallbacks
     def stopService(self):  # noqa: N802
+        if self.operator is not None:
+            self.operator.stop()
         yield self.messages.drain()
         yield self.store.close()
         yield super().stopService()
@@ -121,8 +127,12 @@ class ChatService(service.Service):
     @defer.inlineCallbacks
     def register(self, nick: str, sign_key: bytes, enc_key: bytes, enc_signature: bytes,
                  verify_login, token: str | None):
-        """Create an account; C{verify_login(identity, nick)} checks the login signature."""
+        """Create an account; C{verify_login(identity, nick)} checks the login signature.
+        An existing nick with a token is the operator's reset of a lost identity."""
         identity = public_identity(sign_key, enc_key, enc_signature)
+        existing = self.accounts.find(nick)
+        if existing is not None and token:
+            return (yield self._reset(existing, identity, verify_login, token))
         digest = self.accounts.check_registration(nick, identity, token)
         try:
             if not verify_login(identity, nick):
@@ -137,6 +147,32 @@ class ChatService(service.Service):
             self.accounts.release(nick)
         self.accounts.add(row)
         log.info("registered {nick}", nick=nick)
+        return row
+
+    @defer.inlineCallbacks
+    def _reset(self, user: UserRow, identity, verify_login, token: str):
+        """New keys for a user who lost theirs, with the operator's reset token.
+        Their old sessions end, and every room of theirs needs a new key."""
+        self.accounts.reserve_reset(user, identity)
+        try:
+            if not verify_login(identity, user.nick):
+                raise WireError(Code.AUTH_FAILED, "the login signature does not verify")
+            row = UserRow(user.id, user.nick, identity.sign_der, identity.enc_der,
+                          identity.enc_signature, identity.fingerprint, user.banned)
+            try:
+                yield self.store.reset_user(row, token_digest(token))
+            except RegistrationTokenInvalid:
+                raise WireError(Code.BAD_REGISTRATION_TOKEN,
+                                f"that token does not reset {user.nick}, or was used") from None
+        finally:
+            self.accounts.release(user.nick)
+        self.accounts.replace(row)
+        for room in self.rooms.rooms_of(user.id):
+            room.rekey_required = True
+            room.holders.discard(user.id)
+        drop_connections(self.fanout, user.id, Code.ACCOUNT_RESET,
+                         "this account now has new keys (reset by the operator)")
+        log.info("reset the keys of {nick}", nick=user.nick)
         return row
 
     def attach(self, user: UserRow, connection) -> None:

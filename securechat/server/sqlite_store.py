@@ -29,7 +29,7 @@ from securechat.server.store import (
     WrapRow,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS = {
     1: """
@@ -124,6 +124,10 @@ MIGRATIONS = {
         PRIMARY KEY (room_id, server_seq),
         UNIQUE (room_id, sender_id, seq)
     ) WITHOUT ROWID;
+    """,
+    # Tokens that let a user who lost their keys register the same nick anew.
+    2: """
+    ALTER TABLE registration_tokens ADD COLUMN resets INTEGER REFERENCES users(id);
     """,
 }
 
@@ -229,12 +233,22 @@ class SQLiteStore:
     def add_user(self, user: UserRow, now: float, token_digest: bytes | None):
         return self._run(_add_user, user, now, token_digest)
 
-    def add_registration_token(self, digest: bytes, now: float):
+    def add_registration_token(self, digest: bytes, now: float, resets: int | None = None):
         return self._run(
             lambda t: t.execute(
-                "INSERT INTO registration_tokens (digest, created) VALUES (?, ?)", (digest, now)
+                "INSERT INTO registration_tokens (digest, created, resets) VALUES (?, ?, ?)",
+                (digest, now, resets),
             )
         )
+
+    def reset_user(self, user: UserRow, token_digest: bytes):
+        return self._run(_reset_user, user, token_digest)
+
+    def load_users(self):
+        return self._run(_load_users)
+
+    def data_version(self):
+        return self._run(lambda t: t.execute("PRAGMA data_version").fetchone()[0])
 
     def set_user_banned(self, user_id: int, banned: bool):
         return self._run(
@@ -382,12 +396,16 @@ class SQLiteStore:
 # -- interactions (run on the database thread) ---------------------------------
 
 
-def _load(txn) -> Snapshot:
-    migrate(txn)
+def _load_users(txn) -> list[UserRow]:
     txn.execute(
         "SELECT id, nick, sign_key, enc_key, enc_signature, fingerprint, banned FROM users"
     )
-    users = [UserRow(*r[:6], banned=bool(r[6])) for r in txn.fetchall()]
+    return [UserRow(*r[:6], banned=bool(r[6])) for r in txn.fetchall()]
+
+
+def _load(txn) -> Snapshot:
+    migrate(txn)
+    users = _load_users(txn)
     txn.execute(
         "SELECT id, name, topic, invite_only, password_hash, rekey_required, created FROM rooms"
     )
@@ -445,6 +463,25 @@ def _add_user(txn, user: UserRow, now: float, token_digest: bytes | None) -> int
         if txn.rowcount != 1:
             raise RegistrationTokenInvalid()
     return user_id
+
+
+def _reset_user(txn, user: UserRow, token_digest: bytes) -> None:
+    txn.execute(
+        "UPDATE registration_tokens SET used_by = ? WHERE digest = ? AND used_by IS NULL"
+        " AND resets = ?", (user.id, token_digest, user.id),
+    )
+    if txn.rowcount != 1:
+        raise RegistrationTokenInvalid()
+    txn.execute(
+        "UPDATE users SET sign_key = ?, enc_key = ?, enc_signature = ?, fingerprint = ?"
+        " WHERE id = ?",
+        (user.sign_key, user.enc_key, user.enc_signature, user.fingerprint, user.id),
+    )
+    # Wraps to the lost key are useless to the new one; and whoever holds the
+    # lost key must not read what comes next: every room of theirs re-keys.
+    txn.execute("DELETE FROM wraps WHERE user_id = ?", (user.id,))
+    txn.execute("UPDATE rooms SET rekey_required = 1 WHERE id IN"
+                " (SELECT room_id FROM members WHERE user_id = ?)", (user.id,))
 
 
 def _create_room(txn, name: str, owner_id: int, now: float) -> int:

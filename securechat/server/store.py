@@ -127,8 +127,20 @@ class IStore(Interface):
         """Insert C{user} (id ignored), consuming C{token_digest} if given; fire with the id.
         Fails with L{RegistrationTokenInvalid} if the token is unknown or used."""
 
-    def add_registration_token(digest, now):
-        """Store a registration token's digest."""
+    def add_registration_token(digest, now, resets=None):
+        """Store a registration token's digest; with C{resets} (a user id), the token
+        lets that user register their nick again with new keys."""
+
+    def reset_user(user, token_digest):
+        """Give C{user} (by id) its new keys, consuming a reset token made for it;
+        drop wraps to the old keys and mark the user's rooms for a new key. Fails with
+        L{RegistrationTokenInvalid} if the token is not a live reset token for the user."""
+
+    def load_users():
+        """Fire with every L{UserRow}, as stored now (after an operator's change)."""
+
+    def data_version():
+        """Fire with a number that changes when another process commits to the store."""
 
     def set_user_banned(user_id, banned):
         """Ban or unban an account server-wide."""
