@@ -241,6 +241,22 @@ def _run(args, env, lines):
     return collector.done
 
 
+class OperatorTests(DaemonTestCase):
+    @defer.inlineCallbacks
+    def test_ban_reaches_a_running_daemon(self):
+        """securechat-admin user ban, run beside a live daemon, ends the user's session
+        within seconds and the next login is refused: nothing to reload."""
+        alice = LiveClient("alice", self.daemon)
+        self.addCleanup(alice.stop)
+        yield alice.session.when_live()
+        out, err, code = yield _run(
+            ["-m", "securechat.admin", "--data-dir", self.daemon.data_dir, "user", "ban",
+             "alice"], environment(), [])
+        self.assertEqual(code, 0, err)
+        yield until(lambda: any(e.get("code") == "ACCOUNT_BANNED" for e in alice.of("fatal")),
+                    timeout=20, context=lambda: alice.events[-5:])
+
+
 class JsonLogTests(TestCase):
     timeout = 120
 
