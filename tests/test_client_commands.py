@@ -19,6 +19,9 @@ class _Context:
     def show(self, kind, **fields):
         self.shown.append((kind, fields))
 
+    def say(self, room, text):
+        self.session.send_text(room, text)
+
 
 class CommandTableTests(SynchronousTestCase):
     def setUp(self):

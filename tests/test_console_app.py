@@ -28,6 +28,12 @@ class PasteFilterTests(SynchronousTestCase):
         paste(["end paste"], [])
         self.assertEqual(paste(["enter"], []), ["enter"])
 
+    def test_pasted_tab_is_spaces(self):
+        """A tab inside a paste is text, not completion."""
+        paste = PasteFilter("meta enter")
+        self.assertEqual(paste(["begin paste", "tab", "x", "end paste"], []),
+                         [" ", " ", " ", " ", "x"])
+
     def test_unbracketed_paste_detected(self):
         """Without bracketing, a batch with Enter followed by more keys is a paste."""
         paste = PasteFilter("meta enter")

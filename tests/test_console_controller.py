@@ -5,7 +5,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from securechat.console.controller import Completer, Controller, HistoryCursor
 from securechat.console.keys import Keymap
-from securechat.console.model import STATUS_PANE, ChatModel
+from securechat.console.model import STATUS_PANE, ChatModel, direct_room
 from tests.consoleharness import ConsoleRig
 
 
@@ -86,10 +86,39 @@ class SubmitTests(SynchronousTestCase):
         for _ in range(3):
             self.rig.net.clock.advance(5)
             self.rig.net.settle()
-        self.assertEqual(self.model.current_room, "#dm-alice-bob")
-        self.assertIn("#dm-alice-bob", self.rig.bob.session.rooms)
-        self.assertIn("invite_only", self.rig.alice.session.rooms["#dm-alice-bob"].flags)
+        room = direct_room("alice", "bob")
+        self.assertEqual(self.model.current_room, room)
+        self.assertEqual(self.model.current_pane.label, "@bob")
+        self.assertIn(room, self.rig.bob.session.rooms)
+        self.assertIn("invite_only", self.rig.alice.session.rooms[room].flags)
         self.assertIn(("alice", "psst"), self.rig.bob.texts())
+
+    def test_squatted_direct_room_is_refused(self):
+        """If someone else made the direct room first, /msg sends nothing and leaves."""
+        mallory = self.rig.net.client("mallory")
+        mallory.session.join(direct_room("alice", "bob"))
+        self.rig.net.settle()
+        self.controller.submit("/msg bob secret")
+        self.rig.net.settle()
+        self.assertIn("NOT_PRIVATE", self.last_notice("#lab"))
+        self.assertNotIn(direct_room("alice", "bob"), self.rig.alice.session.rooms)
+        self.assertEqual(mallory.texts(), [])
+
+    def test_direct_room_names_are_unambiguous(self):
+        """Nicks with hyphens or at full length give distinct, valid room names."""
+        from securechat.names import check_room
+
+        self.assertNotEqual(direct_room("a-b", "c"), direct_room("a", "b-c"))
+        room = direct_room("x" * 24, "y" * 24)
+        check_room(room)
+
+    def test_too_long_is_refused_without_jamming(self):
+        """A message over the size limit is refused at once; the next one still goes."""
+        self.controller.submit("x" * 17000)
+        self.assertIn("TOO_LONG", self.last_notice())
+        self.controller.submit("small after")
+        self.rig.net.settle()
+        self.assertEqual(self.rig.bob.texts(), [("alice", "small after")])
 
     def test_msg_to_oneself_is_refused(self):
         """/msg with one's own nick is refused."""
@@ -102,7 +131,7 @@ class SubmitTests(SynchronousTestCase):
         self.rig.bob_says("lunch?")
         self.controller.submit("/search deploy")
         text = self.last_notice()
-        self.assertIn("1 messages match", text)
+        self.assertIn("1 match for 'deploy'", text)
         self.assertIn("#lab 00:00 <bob> the Deploy is at noon", text)
 
     def test_clear(self):

@@ -40,8 +40,9 @@ class KeymapTests(SynchronousTestCase):
         self.assertIn("'ctrl d' is bound to both", str(error))
 
     def test_bad_value(self):
-        """A value that is not a key name is refused with an example."""
+        """A value that is not a key name, or no key at all, is refused."""
         self.assertRaises(KeymapError, Keymap, overrides={"help": [3]})
+        self.assertRaises(KeymapError, Keymap, overrides={"send": []})
 
     def test_help_rows(self):
         """Help rows use the names people know, and group Alt+1..9."""

@@ -138,4 +138,7 @@ class BatchRunner:
     def execute(self, line: str):
         return self.commands.run(self, line)
 
+    def say(self, room: str, text: str) -> None:
+        self.session.send_text(room, text)
+
     show = emit

@@ -21,13 +21,15 @@ NICK, ROOM, NOTHING = "nick", "room", ""
 
 
 class CommandContext(Protocol):
-    """What a command may use: the session, the current room, and a way to
-    show results (who, rooms, history) to the user."""
+    """What a command may use: the session, the current room, a way to send
+    a message, and a way to show results (who, rooms, history) to the user."""
 
     session: object
     clock: object
     room: str | None
     commands: "CommandTable"
+
+    def say(self, room: str, text: str) -> None: ...
 
     def show(self, kind: str, **fields) -> None: ...
 
@@ -72,8 +74,7 @@ class CommandTable:
         if not line.strip():
             return None
         if not line.startswith("/") or line.startswith("//"):
-            text = line[1:] if line.startswith("//") else line
-            context.session.send_text(current_room(context), text)
+            context.say(current_room(context), line[1:] if line.startswith("//") else line)
             return None
         name, _, rest = line[1:].partition(" ")
         command = self.get(name)

@@ -47,6 +47,9 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __iter__(self):
+        return iter(list(self._entries))
+
     def to_list(self) -> list[dict]:
         return [e.to_dict() for e in self._entries]
 

@@ -6,7 +6,7 @@ from twisted.internet.error import ConnectionLost
 
 from securechat.client.outbox import OutboxEntry
 from securechat.client.state import LocalRoom
-from securechat.constants import ROTATE_AFTER_MESSAGES
+from securechat.constants import MAX_BODY_BYTES, ROTATE_AFTER_MESSAGES
 from securechat.crypto.envelope import MessageHeader, seal
 from securechat.crypto.roomkeys import FIRST_EPOCH
 from securechat.names import fold
@@ -31,7 +31,12 @@ class SendPath:
     it uses."""
 
     def send_text(self, room_name: str, text: str) -> OutboxEntry:
+        """Queue a message; refused at once (never queued) if it cannot be sent at all."""
         room = self._room(room_name)
+        size = len(text.encode("utf-8"))
+        if size > MAX_BODY_BYTES:
+            raise WireError(Code.TOO_LONG, f"the message is {size} bytes; the limit is "
+                                           f"{MAX_BODY_BYTES}: split it")
         entry = self.outbox.add(room.name, text)
         self.save()
         self._pump()
@@ -124,7 +129,8 @@ class SendPath:
                                                    "holes": []}
         own["last"] = max(own["last"], entry.seq)
         self.save()
-        self.emit("sent", room=entry.room, text=entry.text, server_seq=server_seq, seq=entry.seq)
+        self.emit("sent", room=entry.room, text=entry.text, server_seq=server_seq, seq=entry.seq,
+                  id=entry.message_id.hex())
         self._after_send()
 
     def _refused(self, failure, entry: OutboxEntry, room: LocalRoom) -> None:
@@ -154,7 +160,7 @@ class SendPath:
         self.failed_sends += 1
         self.save()
         self.emit("error", code=str(code), message=f"message to {entry.room} not sent: {text}",
-                  room=entry.room, text=entry.text)
+                  room=entry.room, text=entry.text, id=entry.message_id.hex())
         self._after_send()
 
     def _after_send(self) -> None:

@@ -7,6 +7,7 @@ arrives on a Twisted protocol, so every model change asks for one coalesced
 redraw here (L{Redrawer}).
 """
 
+import logging
 import os
 import signal
 import tomllib
@@ -27,6 +28,9 @@ CONFIG_FILE = "client.toml"
 
 # The status bar's reconnect countdown ticks this often.
 STATUS_TICK_SECONDS = 1.0
+
+# Quitting waits this long at most for the connection to close politely.
+QUIT_TIMEOUT_SECONDS = 3.0
 
 
 class ConsoleConfigError(ValueError):
@@ -70,8 +74,12 @@ def load_settings(path: str) -> ConsoleSettings:
     return ConsoleSettings(keymap, **options)
 
 
+# A pasted tab becomes this many spaces (Tab itself would complete a word).
+PASTED_TAB_WIDTH = 4
+
+
 class PasteFilter:
-    """Inside a paste, Enter is a new line, never a send. Terminals that do not
+    """Inside a paste, Enter is a new line, never a send, and Tab is spaces. Terminals that do not
     bracket pastes still deliver a paste as one batch of keys with Enter
     followed by more keys, which is taken as a paste too."""
 
@@ -89,6 +97,8 @@ class PasteFilter:
                 self.pasting = False
             elif key == "enter" and (self.pasting or unbracketed):
                 out.append(self.newline_key)
+            elif key == "tab" and (self.pasting or unbracketed):
+                out.extend(" " * PASTED_TAB_WIDTH)
             else:
                 out.append(key)
         return out
@@ -124,26 +134,15 @@ def run_console(options, home, identity, keys, state, host, port, server, trust)
 
     settings = load_settings(os.path.join(home.path, CONFIG_FILE))
     start_logging(home.log_path)
+    # urwid reports through the standard library's logging: to the file too.
+    logging.basicConfig(filename=home.log_path, level=logging.WARNING,
+                        format="%(asctime)s [%(name)s] %(message)s")
     session = build_session(reactor, options, home, identity, keys, state, server)
     connector = Connector(reactor, session, host, port, trust)
     model = ChatModel(session, reactor)
-    stopping = []
-
-    def quit_console() -> None:
-        if stopping:
-            return
-        stopping.append(True)
-        controller.stop()
-        session.save_now()
-        d = connector.stop()
-        if d is None:
-            reactor.stop()
-        else:
-            d.addBoth(lambda _: reactor.stop())
-
-    controller = Controller(session, model, reactor, settings.keymap, quit_console)
-    view = ChatView(model, controller, settings.keymap)
+    controller = Controller(session, model, reactor, settings.keymap, reactor.stop)
     screen = urwid.display.raw.Screen(bracketed_paste_mode=settings.bracketed_paste)
+    view = ChatView(model, controller, settings.keymap, clear_screen=screen.clear)
     loop = urwid.MainLoop(
         view, PALETTE, screen=screen, handle_mouse=False,
         event_loop=urwid.TwistedEventLoop(reactor=reactor, manage_reactor=False),
@@ -151,10 +150,29 @@ def run_console(options, home, identity, keys, state, host, port, server, trust)
     )
     redrawer = Redrawer(loop, view, model, settings.bell)
     model.listen(redrawer.request)
-    ticker = task.LoopingCall(lambda: model.connection == "reconnecting" and redrawer.request())
+
+    def tick() -> None:
+        if model.connection == "reconnecting":
+            redrawer.request()
+
+    ticker = task.LoopingCall(tick)
     ticker.clock = reactor
+
+    def shutting_down():
+        """However the reactor stops (/quit, Ctrl+D, SIGINT, SIGTERM, SIGHUP): save
+        and say goodbye to the server, for a few seconds at most."""
+        controller.stop()
+        if ticker.running:
+            ticker.stop()
+        session.save_now()
+        d = connector.stop()
+        if d is not None:
+            return d.addTimeout(QUIT_TIMEOUT_SECONDS, reactor).addErrback(lambda _: None)
+        return None
+
+    reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
     # tmux kill-session and a closed terminal send SIGHUP: quit as /quit does.
-    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(quit_console))
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reactor.stop))
     model.notice(None, f"securechat {session.nick} — F1 or /help for keys and commands; "
                        f"/join #room to start")
     loop.start()
@@ -164,5 +182,8 @@ def run_console(options, home, identity, keys, state, host, port, server, trust)
         connector.start()
         reactor.run()
     finally:
-        loop.stop()
+        try:
+            loop.stop()
+        except OSError:
+            pass  # the terminal is already gone (SIGHUP): nothing to restore
     return 0

@@ -36,13 +36,38 @@ def _msg(context, rest):
         raise WireError("BAD_ARGUMENTS", "that is you; /msg someone else")
     room = direct_room(session.nick, nick)
     if fold(room) not in session.rooms:
-        yield session.join(room)
+        joined = yield session.join(room)
+        if joined.role == "owner" and joined.members <= 1:
+            yield _make_private(session, room, nick)
+    yield _check_private(session, room, nick)
+    context.model.pane(room).peer = nick
+    context.room = room
+    context.say(room, text)
+
+
+@defer.inlineCallbacks
+def _make_private(session, room: str, nick: str):
+    """A new direct room: invite-only, history shared with the one invited."""
+    try:
         yield session.configure(room, "invite_only", "on")
         # Shared history: what is said before the other side joins is theirs to read.
         yield session.rotate(room, "direct messages", history="shared")
         yield session.invite(room, nick)
-    context.room = room
-    context.say(room, text)
+    except Exception:
+        yield session.part(room)
+        raise
+
+
+@defer.inlineCallbacks
+def _check_private(session, room: str, nick: str):
+    """Refuse to send unless the room is invite-only and holds only the two of us:
+    anyone can create a room of that name first, hoping to be written to."""
+    members = yield session.who(room)
+    others = {fold(m["nick"]) for m in members} - {fold(session.nick), fold(nick)}
+    if others or "invite_only" not in session.rooms[fold(room)].flags:
+        yield session.part(room)
+        raise WireError("NOT_PRIVATE", f"{room} is not a private room for you and {nick} "
+                                       f"(someone else made it or is in it); nothing was sent")
 
 
 def _clear(context, rest):
@@ -54,11 +79,13 @@ def _clear(context, rest):
 def _search(context, rest):
     query = words(rest, 1, "/search TEXT")[0].casefold()
     model = context.model
-    found = [f"{pane.name} {model.clock_text(line.time)} <{line.nick}> {line.text}"
+    found = [f"{pane.label} {model.clock_text(line.time) if line.time is not None else '--:--'} "
+             + (f"* {line.nick} {line.text}" if line.kind == "action"
+                else f"<{line.nick}> {line.text}")
              for pane in model.ordered() for line in pane.lines
              if line.kind in ("message", "action", "own") and query in line.text.casefold()]
     shown = found[-MAX_SEARCH_RESULTS:]
-    header = f"{len(found)} messages match {rest!r}" + (
+    header = f"{len(found)} match{'' if len(found) == 1 else 'es'} for {rest!r}" + (
         f" (the last {len(shown)} shown)" if len(shown) < len(found) else "")
     model.show("lines", lines=[header, *shown])
 
@@ -183,8 +210,8 @@ class Controller:
             self.model.show(kind, **fields)
 
     def say(self, room: str, text: str) -> None:
-        self.session.send_text(room, text)
-        self.model.own_message(room, text)
+        entry = self.session.send_text(room, text)
+        self.model.own_message(room, text, entry.message_id.hex())
 
     # -- input -------------------------------------------------------------------
 
@@ -201,17 +228,12 @@ class Controller:
             return False
         self.awaiting_confirmation = None
         self.model.current_pane.input_history.append(text)
-        if len(lines) > 1 or not text.startswith("/") or text.startswith("//"):
-            self._run_safely(lambda: self._say_text(text[1:] if text.startswith("//") else text))
+        if len(lines) > 1:
+            # Several lines are always a message, even if the first starts with /.
+            self._run_safely(lambda: self.say(current_room(self), text))
         else:
             self._run_safely(lambda: self.commands.run(self, text))
         return True
-
-    def _say_text(self, text: str) -> None:
-        if self.room is None:
-            raise WireError("NO_ROOM", "this is the status window: /join a room, or switch to "
-                                       "one with Alt+number")
-        self.say(self.room, text)
 
     def _run_safely(self, action) -> None:
         d = defer.maybeDeferred(action)
@@ -277,15 +299,26 @@ class Controller:
             room, by = event.fields["room"], event.fields["by"]
             if fold(room) == fold(direct_room(self.session.nick, by)):
                 # A direct message from someone: open it, as a private query.
-                self._run_safely(lambda: self.session.join(room))
+                self._run_safely(lambda: self._join_direct(room, by))
         elif event.kind == "joined":
             self.model.pane(event.fields["room"])
             self.refresh_members(event.fields["room"])
 
+    @defer.inlineCallbacks
+    def _join_direct(self, room: str, peer: str):
+        yield self.session.join(room)
+        yield _check_private(self.session, room, peer)
+        self.model.pane(room).peer = peer
+        self.model.changed()
+
     def refresh_members(self, room: str) -> None:
         """Who is in C{room}, for completion and the status bar's verified count."""
         def store(members):
-            self.model.pane(room).members = {fold(m["nick"]): m for m in members}
+            pane = self.model.pane(room)
+            pane.members = {fold(m["nick"]): m for m in members}
+            others = [m["nick"] for m in members if fold(m["nick"]) != fold(self.session.nick)]
+            if pane.direct and len(others) == 1:
+                pane.peer = others[0]
             self.model.changed()
 
         d = self.session.who(room)

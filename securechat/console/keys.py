@@ -55,7 +55,8 @@ class Keymap:
                                   f"{', '.join(sorted(by_action))}")
             if isinstance(keys, str):
                 keys = [keys]
-            if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+            if not isinstance(keys, list) or not keys \
+                    or not all(isinstance(k, str) and k for k in keys):
                 raise KeymapError(f'[keys] {action}: give a key name or a list, e.g. ["ctrl q"]')
             by_action[action] = Binding(action, tuple(keys), by_action[action].help)
         self.bindings = tuple(by_action.values())

@@ -8,11 +8,16 @@ clock passed in, so tests see stable timestamps.
 """
 
 import datetime
+import hashlib
 import re
 from dataclasses import dataclass, field
 
+from twisted.logger import Logger
+
 from securechat.console.text import safe_line, safe_lines
 from securechat.names import fold
+
+log = Logger()
 
 # Activity levels of a room the user is not looking at, lowest first (as WeeChat's hotlist).
 QUIET, LOW, MESSAGE, PRIVATE, HIGHLIGHT = range(5)
@@ -23,8 +28,11 @@ MAX_LINES_PER_PANE = 5000
 # The pane for what belongs to no room: connection, errors, listings.
 STATUS_PANE = "securechat"
 
-# Direct messages are two-member invite-only rooms with this name shape.
+# Direct messages are two-member invite-only rooms named #dm- and a hash of
+# the two nicks: the same from both ends, within the room-name length, and
+# unambiguous whatever the nicks contain (24 hex digits: 96 bits).
 DIRECT_PREFIX = "#dm-"
+DIRECT_HASH_CHARS = 24
 
 ACTION_PREFIX = "/me "
 
@@ -32,7 +40,8 @@ ACTION_PREFIX = "/me "
 def direct_room(me: str, other: str) -> str:
     """The room for a conversation between two nicks, the same from both ends."""
     first, second = sorted((fold(me), fold(other)))
-    return f"{DIRECT_PREFIX}{first}-{second}"
+    digest = hashlib.sha256(f"{first}\n{second}".encode()).hexdigest()
+    return DIRECT_PREFIX + digest[:DIRECT_HASH_CHARS]
 
 
 @dataclass
@@ -46,6 +55,8 @@ class Line:
     highlight: bool = False
     server_seq: int | None = None
     delivered: bool = True
+    # For our own lines: the outbox entry's message id (hex), to mark it sent.
+    entry_id: str | None = None
     version: int = 0
 
     def update(self, **changes) -> None:
@@ -63,10 +74,16 @@ class Pane:
     marker: int | None = None  # index of the first line that arrived unseen
     members: dict = field(default_factory=dict)  # folded nick -> who entry
     input_history: list[str] = field(default_factory=list)
+    peer: str | None = None  # the other side, in a direct-message room
 
     @property
     def direct(self) -> bool:
         return self.name.startswith(DIRECT_PREFIX)
+
+    @property
+    def label(self) -> str:
+        """What the room list and status bar call it: @bob for a direct room."""
+        return f"@{self.peer}" if self.direct and self.peer else self.name
 
     @property
     def key(self) -> str:
@@ -85,6 +102,10 @@ class ChatModel:
         self.lag: float | None = None
         self.bells = 0
         self._listeners = []
+        for room in session.rooms.values():
+            self.pane(room.name)
+        for entry in session.outbox:
+            self.own_message(entry.room, entry.text, entry.message_id.hex())
         session.subscribe(self.on_event)
 
     # -- listening ---------------------------------------------------------------
@@ -182,8 +203,20 @@ class ChatModel:
         return self.add(room, Line("error" if error else "notice", "\n".join(safe_lines(text)),
                                    time=self.clock.seconds()), activity)
 
+    def _moment(self, when) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(when, self.tz)
+
     def _day(self, when: float) -> datetime.date:
-        return datetime.datetime.fromtimestamp(when, self.tz).date()
+        return self._moment(when).date()
+
+    def checked_time(self, when) -> float:
+        """A sender's timestamp if it is a real moment, else now: any member can put
+        any number in an envelope, and it must not break the screen."""
+        try:
+            self._moment(when)
+            return float(when)
+        except (TypeError, ValueError, OverflowError, OSError):
+            return self.clock.seconds()
 
     def _day_separator(self, pane: Pane, when: float) -> None:
         previous = next((line.time for line in reversed(pane.lines) if line.time is not None),
@@ -194,35 +227,39 @@ class ChatModel:
         pane.lines.append(Line("day", day.strftime("%A %d %B %Y")))
 
     def clock_text(self, when: float) -> str:
-        return datetime.datetime.fromtimestamp(when, self.tz).strftime("%H:%M")
+        return self._moment(when).strftime("%H:%M")
 
     def mentions_me(self, text: str) -> bool:
         return re.search(rf"(?<![\w-]){re.escape(self.nick)}(?![\w-])", text,
                          re.IGNORECASE) is not None
 
-    def own_message(self, room: str, text: str) -> Line:
+    def own_message(self, room: str, text: str, entry_id: str) -> Line:
         """What the user just sent, shown at once and marked delivered on its ack."""
-        return self._message(room, self.nick, text, self.clock.seconds(), None, own=True)
+        line = self._line(self.nick, text, self.clock.seconds(), None, own=True)
+        line.entry_id = entry_id
+        return self.add(room, line, QUIET)
 
-    def _message(self, room: str, nick: str, text: str, when: float, server_seq,
-                 own: bool = False) -> Line:
+    def _line(self, nick: str, text: str, when, server_seq, own: bool = False) -> Line:
         action = text.startswith(ACTION_PREFIX)
         body = "\n".join(safe_lines(text[len(ACTION_PREFIX):] if action else text))
-        highlight = not own and self.mentions_me(body)
         kind = "action" if action else ("own" if own else "message")
-        line = Line(kind, body, safe_line(nick), when, highlight, server_seq, delivered=not own)
+        return Line(kind, body, safe_line(nick), self.checked_time(when),
+                    not own and self.mentions_me(body), server_seq, delivered=not own)
+
+    def _message(self, room: str, nick: str, text: str, when, server_seq) -> Line:
+        line = self._line(nick, text, when, server_seq)
         pane = self.pane(room)
-        activity = HIGHLIGHT if highlight else (PRIVATE if pane.direct else MESSAGE)
-        if own:
-            activity = QUIET
-        elif highlight or pane.direct:
+        activity = HIGHLIGHT if line.highlight else (PRIVATE if pane.direct else MESSAGE)
+        if line.highlight or pane.direct:
             self.bells += 1
         pending = self._pending_line(pane, server_seq)
-        if pending is not None:
-            pending.update(kind=line.kind, text=line.text, highlight=highlight)
-            self.changed()
-            return pending
-        return self.add(room, line, activity)
+        if pending is None:
+            return self.add(room, line, activity)
+        pending.update(kind=line.kind, text=line.text, highlight=line.highlight)
+        if pane.key != self.current:
+            pane.activity = max(pane.activity, activity)
+        self.changed()
+        return pending
 
     def _pending_line(self, pane: Pane, server_seq) -> Line | None:
         if server_seq is None:
@@ -233,11 +270,22 @@ class ChatModel:
     # -- client events ----------------------------------------------------------------
 
     def on_event(self, event) -> None:
-        handler = getattr(self, "_on_" + event.kind, None)
-        if handler is not None:
-            handler(**event.fields)
-        elif "message" in event.fields:
-            self.notice(event.fields.get("room"), event.fields["message"])
+        """Show one event. A failure here is a bug in the console: it is logged and
+        said, and the session goes on."""
+        try:
+            handler = getattr(self, "_on_" + event.kind, None)
+            if handler is not None:
+                handler(**event.fields)
+            elif "message" in event.fields:
+                self.notice(self._known(event.fields.get("room")), event.fields["message"])
+        except Exception:
+            log.failure("showing the {kind} event failed", kind=event.kind)
+            self.notice(None, f"could not show a {event.kind} event (details in the log)",
+                        error=True)
+
+    def _known(self, room: str | None) -> str | None:
+        """C{room} if it has a pane, else None (the status pane): never a ghost pane."""
+        return room if room and fold(room) in self.panes else None
 
     def _on_connecting(self):
         self.connection, self.retry_at = "connecting", None
@@ -298,10 +346,10 @@ class ChatModel:
                             safe_line(nick), self.clock.seconds(), server_seq=server_seq),
                  MESSAGE)
 
-    def _unreadable(self, room, server_seq, nick, message, reason):
-        pane = self.pane(room)
-        pending = self._pending_line(pane, server_seq)
+    def _unreadable(self, room=None, server_seq=None, nick="", message="", **fields):
+        room = self._known(room)
         text = f"[{safe_line(message)}]"
+        pending = self._pending_line(self.pane(room), server_seq) if room else None
         if pending is not None:
             pending.update(kind="error", text=text)
             self.changed()
@@ -311,26 +359,26 @@ class ChatModel:
 
     _on_undecryptable = _unreadable
 
-    def _on_verification_failed(self, room=None, server_seq=None, nick="", message="",
-                                reason=""):
-        self._unreadable(room, server_seq, nick, message or reason, reason)
+    def _on_verification_failed(self, nick="", reason="", **fields):
+        self._unreadable(nick=nick, message=fields.pop("message", reason), **fields)
 
-    def _on_sent(self, room, text, server_seq, seq):
-        pane = self.pane(room)
-        for line in pane.lines:
-            if line.kind in ("own", "action") and not line.delivered:
-                line.update(delivered=True, server_seq=server_seq)
-                self.changed()
-                return
+    def _own_line(self, room: str | None, entry_id: str | None) -> Line | None:
+        if not room or fold(room) not in self.panes or entry_id is None:
+            return None
+        return next((line for line in self.panes[fold(room)].lines
+                     if line.entry_id == entry_id), None)
 
-    def _on_error(self, code, message, room=None, **fields):
-        pane_room = room if room and fold(room) in self.panes else self.current_room
-        if room and "text" in fields:
-            for line in self.pane(room).lines:
-                if line.kind in ("own", "action") and not line.delivered:
-                    line.update(kind="error", text=f"[not sent: {line.text}]", delivered=True)
-                    break
-        self.notice(pane_room, f"{code}: {message}", error=True)
+    def _on_sent(self, room, text, server_seq, seq, id=None):
+        line = self._own_line(room, id)
+        if line is not None:
+            line.update(delivered=True, server_seq=server_seq)
+            self.changed()
+
+    def _on_error(self, code, message, room=None, id=None, **fields):
+        line = self._own_line(room, id)
+        if line is not None:
+            line.update(kind="error", text=f"[not sent: {line.text}]", delivered=True)
+        self.notice(self._known(room) or self.current_room, f"{code}: {message}", error=True)
 
     def _on_topic(self, room, by, topic):
         self.notice(room, f"{by} set the topic: {topic}")
@@ -364,6 +412,17 @@ class ChatModel:
 
     # -- results of commands ------------------------------------------------------------
 
+    def _history_line(self, room, text, server_seq, history=True, reason="", **fields):
+        """An earlier message fetched with /history: shown, never counted as new."""
+        nick = fields["from"]
+        if text is None:
+            line = Line("error", f"[cannot be read: {safe_line(reason)}]", safe_line(nick),
+                        None, server_seq=server_seq)
+        else:
+            line = self._line(nick, text, fields.get("time"), server_seq)
+            line.highlight = False
+        self.add(room, line, QUIET)
+
     def show(self, kind: str, **fields) -> None:
         if kind == "who":
             pane = self.pane(fields["room"])
@@ -376,6 +435,6 @@ class ChatModel:
                     for r in fields["rooms"]]
             self.notice(self.current_room, "public rooms: " + ("; ".join(rows) or "none"))
         elif kind == "message":
-            self._message(fields["room"], fields["from"], fields["text"], fields["time"], None)
+            self._history_line(**fields)
         elif kind == "lines":
             self.notice(self.current_room, "\n".join(fields["lines"]))

@@ -22,8 +22,12 @@ from securechat.console.widgets import (
 
 
 class ChatView(urwid.WidgetWrap):
-    def __init__(self, model: ChatModel, controller: Controller, keymap: Keymap):
+    def __init__(self, model: ChatModel, controller: Controller, keymap: Keymap,
+                 clear_screen=None):
+        """@param clear_screen: repaints the terminal from scratch (Ctrl+L)."""
         self.model = model
+        self._clear_screen = clear_screen
+        self._width = 80
         self.controller = controller
         self.keymap = keymap
         self.rooms = RoomList(model)
@@ -53,6 +57,7 @@ class ChatView(urwid.WidgetWrap):
         return self._w is self.overlay
 
     def keypress(self, size, key):
+        self._width = size[0]
         if self.controller.awaiting_confirmation is not None:
             return self._confirm(key)
         action = self.keymap.action(key) if isinstance(key, str) else None
@@ -64,6 +69,7 @@ class ChatView(urwid.WidgetWrap):
         if action != "search_history" and self._search is not None:
             self._search = None
             self.status.prompt = ""
+            self.status.refresh()
         if action != "complete":
             self.controller.completer.reset()
         if action not in ("history_prev", "history_next", "search_history"):
@@ -102,7 +108,7 @@ class ChatView(urwid.WidgetWrap):
 
     def _do_history_prev(self) -> None:
         if not self.input.on_first_line and self._history is None:
-            self.input.keypress((80,), "up")
+            self.input.keypress((self._width,), "up")
             return
         self._history = self._history or self.controller.history()
         text = self._history.older(self.input.edit_text)
@@ -112,7 +118,7 @@ class ChatView(urwid.WidgetWrap):
     def _do_history_next(self) -> None:
         if self._history is None:
             if not self.input.on_last_line:
-                self.input.keypress((80,), "down")
+                self.input.keypress((self._width,), "down")
             return
         text = self._history.newer()
         if text is not None:
@@ -162,6 +168,8 @@ class ChatView(urwid.WidgetWrap):
         self._w = self.overlay
 
     def _do_redraw(self) -> None:
+        if self._clear_screen is not None:
+            self._clear_screen()
         self.refresh()
 
     def _do_quit(self) -> None:

@@ -10,6 +10,7 @@ import urwid
 
 from securechat.console.model import HIGHLIGHT, LOW, MESSAGE, PRIVATE, ChatModel, Line
 from securechat.console.text import NICK_COLOURS, nick_colour
+from securechat.names import fold
 
 ROOM_LIST_WIDTH = 22
 
@@ -76,7 +77,7 @@ class RoomList(urwid.WidgetWrap):
             count = f" ({pane.unread})" if pane.unread else ""
             style = "room_current" if pane.key == self.model.current else \
                 _ACTIVITY_STYLE.get(pane.activity, "room")
-            rows.append(urwid.Text((style, f"{number} {pane.name}{count}"), wrap="ellipsis"))
+            rows.append(urwid.Text((style, f"{number} {pane.label}{count}"), wrap="ellipsis"))
         self._walker[:] = rows
 
 
@@ -151,8 +152,8 @@ class StatusBar(urwid.WidgetWrap):
     def connection(self) -> tuple[str, bool]:
         model = self.model
         if model.connection == "reconnecting" and model.retry_at is not None:
-            wait = max(0, round(model.retry_at - model.clock.seconds()))
-            return f"reconnecting in {wait} s", True
+            wait = round(model.retry_at - model.clock.seconds())
+            return (f"reconnecting in {wait} s" if wait > 0 else "connecting"), True
         if model.connection == "connected":
             lag = f", lag {model.lag:.2f} s" if model.lag is not None else ""
             return f"connected{lag}", False
@@ -162,7 +163,7 @@ class StatusBar(urwid.WidgetWrap):
         """The room's encryption state: its key epoch, key pending, members verified."""
         room = self.model.current_room
         session = self.model.session
-        local = session.rooms.get(room.casefold()) if room else None
+        local = session.rooms.get(fold(room)) if room else None
         if local is None:
             return "", False
         if local.epoch < 1:
@@ -170,7 +171,7 @@ class StatusBar(urwid.WidgetWrap):
         if session.keys.key(local.name, local.epoch) is None:
             return f"key epoch {local.epoch} pending", True
         members = self.model.current_pane.members
-        others = [m for m in members.values() if m["nick"].casefold() != session.nick.casefold()]
+        others = [m for m in members.values() if fold(m["nick"]) != fold(session.nick)]
         verified = sum(1 for m in others if session.pins.verified(m["nick"]))
         trust = f", {verified}/{len(others)} verified" if others else ""
         return f"E2E epoch {local.epoch}{trust}", bool(others) and verified < len(others)
@@ -181,9 +182,9 @@ class StatusBar(urwid.WidgetWrap):
         parts = [(("status_bad" if bad else "status"), f"[{state}]")]
         room = model.current_room
         if room:
-            local = model.session.rooms.get(room.casefold())
+            local = model.session.rooms.get(fold(room))
             members = f" ({local.members} members)" if local is not None else ""
-            parts.append(("status", f" {room}{members}"))
+            parts.append(("status", f" {model.current_pane.label}{members}"))
             crypto, warn = self.encryption()
             if crypto:
                 parts.append((("status_bad" if warn else "status"), f" [{crypto}]"))
