@@ -198,6 +198,10 @@ class CompletionTests(SynchronousTestCase):
         self.assertEqual(Completer().complete("/j", self.candidates), "/join ")
         self.assertEqual(Completer().complete("/join #la", self.candidates), "/join #lab ")
 
+    def test_completes_after_a_new_line(self):
+        """In multi-line input the word after the line break completes too."""
+        self.assertEqual(Completer().complete("hi\nca", self.candidates), "hi\ncarol ")
+
     def test_no_match_leaves_text(self):
         """Nothing to complete leaves the input as it was."""
         self.assertEqual(Completer().complete("zz", self.candidates), "zz")

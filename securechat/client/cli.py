@@ -212,7 +212,7 @@ def main(argv=None) -> int:
         print(f"securechat-client: {problem}", file=sys.stderr)
         return 2
     except (EOFError, KeyboardInterrupt):
-        print("\nsecurechat-client: interrupted; nothing was changed", file=sys.stderr)
+        print("\nsecurechat-client: interrupted", file=sys.stderr)
         return 2
 
 

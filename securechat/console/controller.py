@@ -119,8 +119,8 @@ class Completer:
             self._index = (self._index + 1) % len(self._matches)
             head = text[: len(text) - len(self._current)]
         else:
-            head, _, word = text.rpartition(" ")
-            head = head + " " if _ else ""
+            cut = max(text.rfind(" "), text.rfind("\n")) + 1
+            head, word = text[:cut], text[cut:]
             self._matches = sorted({c for c in candidates(head, word)
                                     if c.casefold().startswith(word.casefold())},
                                    key=str.casefold)
@@ -128,7 +128,7 @@ class Completer:
             if not self._matches:
                 self._last = None
                 return text
-        first_word = not head.strip()
+        first_word = not head.strip() and "\n" not in head
         suffix = ": " if first_word and not self._matches[self._index].startswith(("/", "#")) \
             else " "
         self._current = self._matches[self._index] + suffix

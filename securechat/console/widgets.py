@@ -117,6 +117,9 @@ class MessagePane(urwid.WidgetWrap):
         elif self._walker:
             self.following = self._walker.focus == len(self._walker) - 1
         rows = [self._widget(line) for line in pane.lines]
+        if len(self._cache) > len(rows):
+            live = {id(line) for line in pane.lines}
+            self._cache = {k: v for k, v in self._cache.items() if k in live}
         if pane.marker is not None and pane.marker < len(rows):
             rows.insert(pane.marker, urwid.Text(("marker", "──── unread ────"), align="center"))
         focus = self._walker.focus if self._walker else 0
