@@ -167,3 +167,15 @@ class ViewTests(SynchronousTestCase):
         self.rig.bob_says("still here")
         for size in ((100, 30), (50, 8), (30, 5)):
             self.assertEqual(len(self.view.render(size, focus=True).text), size[1])
+
+    def test_reconnect_countdown(self):
+        """While reconnecting the status bar counts down to the next attempt, then says
+        it is connecting (the app's one-second tick refreshes the view)."""
+        self.rig.alice.session.emit("reconnecting", seconds=5.0, attempt=2, reason="refused")
+        self.assertIn("[reconnecting in 5 s]", self.screen()[-2])
+        self.rig.net.clock.advance(3)
+        self.view.refresh()
+        self.assertIn("[reconnecting in 2 s]", self.screen()[-2])
+        self.rig.net.clock.advance(3)
+        self.view.refresh()
+        self.assertIn("[connecting]", self.screen()[-2])
