@@ -11,7 +11,7 @@ DATA_DIR ?= var
 PORT ?= 7470
 TESTS ?= tests
 
-.PHONY: run test venv clean
+.PHONY: run test bench venv clean
 
 # The project is installed (not editable): the default editable install hides
 # our twistd plugin. Any source change re-installs it. The plugin cache is
@@ -31,6 +31,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m twisted.trial $(TESTS)
+
+# Relay and daemon side by side (a few minutes; the first run also makes and
+# caches 200 throwaway identities in benchmarks/.cache).
+bench: $(STAMP)
+	PYTHONPATH=. $(PY) -m benchmarks.run --size short
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp twisted/plugins/dropin.cache

@@ -1,0 +1,1 @@
+"""Load generator, bare relay baseline and scenarios: ``make bench``."""
