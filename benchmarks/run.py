@@ -11,7 +11,6 @@ import os
 import re
 import select
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
