@@ -19,7 +19,8 @@ def _each(function, rounds: int = ROUNDS) -> float:
 
 def measure(members: int = 500) -> list[tuple[str, str]]:
     """(what, cost) rows; a rotation wraps the new key once per member."""
-    sender = identities.load(1)[0]
+    identities.ensure(1)
+    sender = identities.load([0])[0]
     key = new_room_key()
     header = MessageHeader("#bench", 1, 1, b"\0" * 16)
     body = "x" * 200

@@ -25,25 +25,37 @@ def _generate(_) -> bytes:
     return _pem(identity.sign_key) + _pem(identity.enc_key)
 
 
+def _key(pem: bytes):
+    # We made these keys ourselves: the (slow) validity checks add nothing.
+    return serialization.load_pem_private_key(pem, None, unsafe_skip_rsa_key_validation=True)
+
+
 def _parse(data: bytes) -> PrivateIdentity:
     marker = b"-----END PRIVATE KEY-----\n"
     first, second = data.split(marker)[:2]
-    return PrivateIdentity(serialization.load_pem_private_key(first + marker, None),
-                           serialization.load_pem_private_key(second + marker, None))
+    return PrivateIdentity(_key(first + marker), _key(second + marker))
 
 
-def load(count: int, cache_dir: str = CACHE_DIR) -> list[PrivateIdentity]:
-    """C{count} identities, the same ones every run (generating what is missing)."""
+def _path(cache_dir: str, index: int) -> str:
+    return os.path.join(cache_dir, f"identity-{index}.pem")
+
+
+def ensure(count: int, cache_dir: str = CACHE_DIR) -> None:
+    """Make sure identities 0 to C{count} - 1 exist (generating in parallel)."""
     os.makedirs(cache_dir, exist_ok=True)
-    paths = [os.path.join(cache_dir, f"identity-{n}.pem") for n in range(count)]
-    missing = [path for path in paths if not os.path.exists(path)]
+    missing = [_path(cache_dir, n) for n in range(count)
+               if not os.path.exists(_path(cache_dir, n))]
     if missing:
         with multiprocessing.Pool() as pool:
             for path, data in zip(missing, pool.map(_generate, missing)):
                 with open(path, "wb") as f:
                     f.write(data)
-    identities = []
-    for path in paths:
-        with open(path, "rb") as f:
-            identities.append(_parse(f.read()))
-    return identities
+
+
+def load(indices, cache_dir: str = CACHE_DIR) -> dict[int, PrivateIdentity]:
+    """The identities with these indices (see L{ensure}), the same ones every run."""
+    loaded = {}
+    for index in indices:
+        with open(_path(cache_dir, index), "rb") as f:
+            loaded[index] = _parse(f.read())
+    return loaded

@@ -221,7 +221,7 @@ class DaemonClient(Client):
             return
         self._ids += 1
         request_id = str(self._ids).encode()
-        self._messages[request_id] = message
+        self._messages[request_id] = (message, self.room.epoch)
         self.unacked += 1
         seq, message_id, token = message
         self.protocol.transport.write(b"MSG %s %s %d %d %s %s %s\n" % (
@@ -229,17 +229,28 @@ class DaemonClient(Client):
             self.worker.signature))
 
     def _message_reply(self, request_id: bytes, verb: bytes, line: bytes) -> None:
-        message = self._messages.pop(request_id)
+        message, epoch = self._messages.pop(request_id)
         if verb != b"ERROR":
             self.acknowledged()
             return
         self.unacked -= 1
         code = line.split(b" ")[2].decode()
         if code in ("REKEY_REQUIRED", "STALE_EPOCH"):
-            self.resend.append(message)
-            self.room.rotate()
+            # As a client does: re-key if nobody did since, then send it again.
+            if epoch == self.room.epoch:
+                self.room.rotate()
+            self.send_one(message)
+        elif code == "RATE_LIMITED":
+            # Over the flood limit: counted, and sent again a second later.
+            self.worker.errors[code] = self.worker.errors.get(code, 0) + 1
+            self.unacked += 1
+            reactor.callLater(1.0, self._retry, message)
         else:
             self.worker.errors[code] = self.worker.errors.get(code, 0) + 1
+
+    def _retry(self, message) -> None:
+        self.unacked -= 1
+        self.send_one(message)
 
     def resume(self) -> None:
         pending, self.resend = self.resend, []
@@ -313,7 +324,7 @@ class Worker:
     @defer.inlineCallbacks
     def setup(self):
         plan = self.plan
-        keys = identities.load(plan["identities"])
+        keys = identities.load(index for spec in plan["rooms"] for _, index, _ in spec["members"])
         kind = DaemonClient if plan["server"] == "daemon" else RelayClient
         for spec in plan["rooms"]:
             room = Room(spec["name"])

@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from benchmarks import crypto_costs
+from benchmarks import crypto_costs, identities
 from benchmarks.loadgen import Histogram
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,7 +120,6 @@ def plan_workers(scenario: Scenario, server: Server, workers: int) -> list[dict]
         plans.append({
             "server": server.kind, "host": "127.0.0.1", "port": server.port,
             "fingerprint": server.fingerprint, "rooms": rooms,
-            "identities": scenario.rooms * scenario.members,
             "senders_per_room": scenario.senders_per_room, "mode": scenario.mode,
             "rate": scenario.rate * len(rooms) / scenario.rooms, "window": scenario.window,
             "duration": scenario.duration, "drain": 5.0, "token_bytes": scenario.token_bytes,
@@ -146,9 +145,10 @@ class Outcome:
         return self.delivered / self.seconds if self.seconds else 0.0
 
 
-def run_once(scenario: Scenario, kind: str, workers: int) -> Outcome:
+def run_once(scenario: Scenario, kind: str, workers: int, profile: str | None = None) -> Outcome:
     server = start_server(kind)
     processes = []
+    spy = None
     try:
         for plan in plan_workers(scenario, server, workers):
             process = subprocess.Popen([sys.executable, "-m", "benchmarks.loadgen"],
@@ -161,6 +161,11 @@ def run_once(scenario: Scenario, kind: str, workers: int) -> Outcome:
             reply = json.loads(process.stdout.readline() or b'{"error": "worker died"}')
             if "error" in reply:
                 raise RuntimeError(f"load generator: {reply['error']}")
+        if profile:
+            spy = subprocess.Popen(["py-spy", "record", "--nonblocking", "--format", "raw", "-o",
+                                    f"{profile}-{scenario.name}-{kind}.folded",
+                                    "--pid", str(server.process.pid)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cpu_before, started = server.cpu_seconds(), time.monotonic()
         for process in processes:
             process.stdin.write(b"go\n")
@@ -183,6 +188,9 @@ def run_once(scenario: Scenario, kind: str, workers: int) -> Outcome:
         outcome.rss = server.rss_bytes()
         return outcome
     finally:
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(60)
         for process in processes:
             process.kill()
             process.wait()
@@ -253,14 +261,21 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per row; the median counts")
     parser.add_argument("--workers", type=int, default=2, help="load generator processes")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "latest.md"))
+    parser.add_argument("--scenario", help="run only this scenario")
+    parser.add_argument("--profile", metavar="PREFIX",
+                        help="record each server with py-spy into PREFIX-scenario-server.folded (collapsed stacks)")
     options = parser.parse_args(argv)
     lines = [f"# securechat benchmarks ({options.size}, median of {options.runs} runs, "
              f"{os.cpu_count()} cores)", "",
              "| scenario | metric | bare relay | securechat | ratio |", "|---|---|---|---|---|"]
+    identities.ensure(max(s.rooms * s.members for s in SCENARIOS[options.size]))
     for scenario in SCENARIOS[options.size]:
+        if options.scenario and scenario.name != options.scenario:
+            continue
         results = {}
         for kind in ("relay", "daemon"):
-            outcomes = [run_once(scenario, kind, options.workers) for _ in range(options.runs)]
+            outcomes = [run_once(scenario, kind, options.workers, options.profile)
+                        for _ in range(options.runs)]
             results[kind] = median_outcome(outcomes)
         for metric, base, ours, ratio in scenario_rows(scenario, results["relay"],
                                                        results["daemon"]):
