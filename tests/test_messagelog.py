@@ -3,9 +3,11 @@
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
+from securechat.server.fanout import OutputBatch
 from securechat.server.messagelog import MessageLog
 from securechat.server.store import AppendResult, MessageRow
 from securechat.server.metrics import ServerMetrics
+from tests.test_fanout import RecordingConnection
 
 
 class ControlledStore:
@@ -39,7 +41,8 @@ class MessageLogTests(SynchronousTestCase):
         self.clock = task.Clock()
         self.store = ControlledStore()
         self.metrics = ServerMetrics()
-        self.log = MessageLog(self.store, self.clock, self.metrics)
+        self.output = OutputBatch()
+        self.log = MessageLog(self.store, self.clock, self.metrics, self.output)
 
     def test_one_transaction_per_turn(self):
         """Messages appended in the same reactor turn share one transaction."""
@@ -84,3 +87,14 @@ class MessageLogTests(SynchronousTestCase):
         self.store.commit()
         self.successResultOf(result)
         self.successResultOf(drained)
+
+    def test_outcomes_applied_inside_one_output_batch(self):
+        """Every row of a commit learns its outcome while output is held, so that
+        acks and deliveries leave together."""
+        connection, holding = RecordingConnection(), []
+        for n in range(2):
+            self.log.append(row(n)).addCallback(
+                lambda _: holding.append(self.output.hold(connection, b"line\n")))
+        self.clock.advance(0)
+        self.store.commit()
+        self.assertEqual((holding, connection.writes), ([True, True], [[b"line\n"] * 2]))

@@ -14,7 +14,7 @@ from securechat.crypto.roomkeys import EpochRecord, new_epoch, new_room_key, wra
 from securechat.server.rooms import RoomLimits
 from securechat.server.store import MessageRow
 from securechat.crypto.identity import invite_signature, verify_invite
-from securechat.wire import b64encode
+from securechat.wire import b64encode, encode_frame
 from tests.identities import identity
 from tests.serverharness import Server, decode, verbs_of
 
@@ -230,6 +230,34 @@ class MessageTests(SynchronousTestCase):
         [message] = self.bob.frames()
         self.assertEqual((decode(message)["sender"], decode(message)["server_seq"]), ("alice", 1))
         self.assertEqual(self.alice.frames(), [])
+
+    def test_batch_leaves_in_one_write_per_connection(self):
+        """Messages committed together reach each member, and their acks the sender, in one write each."""
+        self.rotate()
+        self.bob.frames()
+        lines = []
+
+        class Capture:
+            def request(self, verb, *args):
+                lines.append(encode_frame(verb, f"m{len(lines)}", *args) + b"\n")
+                return []
+
+        for _ in range(3):
+            self.keys.message(Capture(), "alice", "#lab", 1)
+        writes = {"alice": 0, "bob": 0}
+        for name, client in (("alice", self.alice), ("bob", self.bob)):
+            write = client.transport.write
+
+            def counted(data, name=name, write=write):
+                writes[name] += 1
+                write(data)
+
+            client.transport.write = counted
+        self.alice.protocol.dataReceived(b"".join(lines))
+        self.server.clock.advance(0)
+        self.assertEqual(writes, {"alice": 1, "bob": 1})
+        self.assertEqual(verbs_of(self.alice.frames()), ["OK"] * 3)
+        self.assertEqual([decode(f)["server_seq"] for f in self.bob.frames()], [1, 2, 3])
 
     def test_retry_is_idempotent(self):
         """Resending a stored message gets DUPLICATE with the original seq, and no second fan-out."""

@@ -7,6 +7,8 @@ delivery is in-process; an implementation over Redis pub/sub, for several
 daemons, provides the same interface.
 """
 
+from contextlib import contextmanager
+
 from zope.interface import Interface, implementer
 
 
@@ -15,6 +17,9 @@ class IConnection(Interface):
 
     def deliver(line):
         """Queue one complete line (bytes, LF included) for the client."""
+
+    def write_lines(lines):
+        """Send several complete lines at once (one TLS record, not one each)."""
 
     def drop(code, text):
         """Tell the client why with an ERROR line, then close the connection."""
@@ -65,3 +70,42 @@ class LocalFanOut:
 
     def online_users(self) -> set[int]:
         return set(self._sessions)
+
+
+class OutputBatch:
+    """Lines held back while a batch of committed messages is applied, then
+    written with one write per connection.
+
+    A group commit acknowledges and fans out many messages in one go; a
+    member of a busy room would otherwise get one TLS record (and one
+    encryption call) per line. Holding is scoped and synchronous: nothing
+    waits for a timer, and everything held is written before C{held} returns.
+    """
+
+    def __init__(self):
+        self._held: dict | None = None
+
+    @contextmanager
+    def held(self):
+        if self._held is not None:
+            yield
+            return
+        self._held = {}
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            for connection, lines in held.items():
+                connection.write_lines(lines)
+
+    def hold(self, connection, line: bytes) -> bool:
+        """Keep C{line} for C{connection} if a batch is open; @return: whether it was kept."""
+        if self._held is None:
+            return False
+        self._held.setdefault(connection, []).append(line)
+        return True
+
+    def release(self, connection) -> None:
+        """Write what is held for C{connection} now (it is about to close)."""
+        if self._held and connection in self._held:
+            connection.write_lines(self._held.pop(connection))

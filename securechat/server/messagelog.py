@@ -17,8 +17,9 @@ log = Logger()
 class MessageLog:
     """Queues rows, commits them in batches, fires a Deferred per row."""
 
-    def __init__(self, store, clock, metrics):
+    def __init__(self, store, clock, metrics, output):
         self._store = store
+        self._output = output
         self._clock = clock
         self._metrics = metrics
         self._started = 0.0
@@ -45,15 +46,18 @@ class MessageLog:
         self._metrics.commit_seconds.observe(self._clock.seconds() - self._started)
         self._metrics.messages.inc(len(batch))
         self._after_commit()
-        for (_, done), result in zip(batch, results):
-            done.callback(result)
+        # Every ack and delivery of the batch leaves in one write per connection.
+        with self._output.held():
+            for (_, done), result in zip(batch, results):
+                done.callback(result)
 
     def _failed(self, failure, batch) -> None:
         log.failure("storing {count} messages failed; none was acknowledged", failure,
                     count=len(batch))
         self._after_commit()
-        for _, done in batch:
-            done.errback(failure)
+        with self._output.held():
+            for _, done in batch:
+                done.errback(failure)
 
     def _after_commit(self) -> None:
         self._committing = None

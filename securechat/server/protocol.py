@@ -133,17 +133,28 @@ class ServerProtocol(LineProtocol):
     # -- output and backpressure ------------------------------------------------
 
     def deliver(self, line: bytes) -> None:
-        """Every byte we send goes here: written, or queued while the peer is slow."""
+        """Every line we send goes here: held while a batch is applied, or written."""
+        if not self.service.output.hold(self, line):
+            self.write_lines([line])
+
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Written in one go, or queued while the peer is slow."""
         if self._closing:
             return
-        self.factory.metrics.sent.inc(len(line))
+        data = lines[0] if len(lines) == 1 else b"".join(lines)
+        self.factory.metrics.sent.inc(len(data))
         if self._paused_call is None:
-            self.transport.write(line)
+            self.transport.write(data)
             return
-        self._queue.append(line)
-        self._queued_bytes += len(line)
+        self._queue.append(data)
+        self._queued_bytes += len(data)
         if self._queued_bytes > self.limits.max_send_queue:
             self._abort(f"{self._queued_bytes} bytes waiting for a peer that does not read")
+
+    def close_connection(self) -> None:
+        """Lines held for us in a batch still go out before the close."""
+        self.service.output.release(self)
+        super().close_connection()
 
     def sendLine(self, line: bytes) -> None:  # noqa: N802
         self.deliver(line + self.delimiter)

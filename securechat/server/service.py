@@ -28,7 +28,7 @@ from securechat.crypto.identity import verify_invite
 from securechat.crypto.roomkeys import FIRST_EPOCH, GENESIS_HASH, EpochRecord, RoomKeyError
 from securechat.server import events
 from securechat.server.accounts import AccountRegistry, public_identity
-from securechat.server.fanout import LocalFanOut
+from securechat.server.fanout import LocalFanOut, OutputBatch
 from securechat.server.messagelog import MessageLog
 from securechat.server.metrics import ServerMetrics
 from securechat.server.operator import OperatorChanges, drop_connections
@@ -76,7 +76,8 @@ class ChatService(service.Service):
         self._run_blocking = run_blocking or threads.deferToThread
         self.metrics = metrics or ServerMetrics()
         self.metrics.count_rooms(lambda: self.rooms or ())
-        self.messages = MessageLog(store, clock, self.metrics)
+        self.output = OutputBatch()
+        self.messages = MessageLog(store, clock, self.metrics, self.output)
         self.ready = defer.Deferred()
         self.accounts: AccountRegistry | None = None
         self.rooms: RoomRegistry | None = None
