@@ -131,7 +131,14 @@ MIGRATIONS = {
     """,
 }
 
-_ROOM_COLUMNS = {"topic", "invite_only", "password_hash", "rekey_required"}
+ROOM_COLUMNS = {"topic", "invite_only", "password_hash", "rekey_required"}
+
+
+def check_room_columns(columns) -> None:
+    """Refuse an update_room() that names no column or one it may not change."""
+    unknown = set(columns) - ROOM_COLUMNS
+    if unknown or not columns:
+        raise ValueError(f"cannot update room columns {sorted(unknown) or 'none'}")
 
 
 def configure_connection(connection) -> None:
@@ -157,15 +164,19 @@ def schema_version(txn) -> int:
     return int(row[0]) if row else 0
 
 
-def migrate(txn) -> int:
-    """Bring the schema up to SCHEMA_VERSION; refuse a database from the future."""
-    version = schema_version(txn)
+def versions_to_apply(version: int) -> range:
+    """The migrations a database at C{version} needs; refuse one from the future."""
     if version > SCHEMA_VERSION:
         raise RuntimeError(
             f"the database has schema version {version}; this securechat knows up to "
             f"{SCHEMA_VERSION}: upgrade securechat"
         )
-    for target in range(version + 1, SCHEMA_VERSION + 1):
+    return range(version + 1, SCHEMA_VERSION + 1)
+
+
+def migrate(txn) -> int:
+    """Bring the schema up to SCHEMA_VERSION."""
+    for target in versions_to_apply(schema_version(txn)):
         for statement in MIGRATIONS[target].split(";"):
             if statement.strip():
                 txn.execute(statement)
@@ -301,9 +312,7 @@ class SQLiteStore:
         )
 
     def update_room(self, room_id: int, **columns):
-        unknown = set(columns) - _ROOM_COLUMNS
-        if unknown or not columns:
-            raise ValueError(f"cannot update room columns {sorted(unknown) or 'none'}")
+        check_room_columns(columns)
         assignments = ", ".join(f"{name} = ?" for name in columns)
         values = [int(v) if isinstance(v, bool) else v for v in columns.values()]
         return self._run(
@@ -530,23 +539,26 @@ def _append_messages(txn, rows: list[MessageRow]) -> list[AppendResult]:
     return results
 
 
-_MESSAGE_COLUMNS = (
+MESSAGE_COLUMNS = (
     "room_id, sender_id, epoch, seq, message_id, token, signature, received, server_seq"
 )
+
+# history() with no upper bound: above any server_seq (a signed 64-bit integer).
+NEWEST = 2**63 - 1
 
 
 def _history(txn, room_id: int, before: int | None, after: int | None, limit: int):
     if after is not None:
         txn.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND server_seq > ?"
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND server_seq > ?"
             " ORDER BY server_seq LIMIT ?",
             (room_id, after, limit),
         )
         return [MessageRow(*r) for r in txn.fetchall()]
     txn.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND server_seq < ?"
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND server_seq < ?"
         " ORDER BY server_seq DESC LIMIT ?",
-        (room_id, before if before is not None else 2**63 - 1, limit),
+        (room_id, before if before is not None else NEWEST, limit),
     )
     return [MessageRow(*r) for r in reversed(txn.fetchall())]
 

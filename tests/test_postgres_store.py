@@ -1,0 +1,150 @@
+"""Tests for securechat.server.postgres_store on a private PostgreSQL (see
+tests.services): the behaviour every store shares, and what two daemons
+sharing one database rely on, each daemon being a store with its own pool."""
+
+import psycopg2
+from twisted.internet import defer, reactor, task, threads
+from twisted.trial.unittest import TestCase
+
+from securechat.server import sqlite_store
+from securechat.server.postgres_store import MIGRATIONS, PostgresStore
+from securechat.server.store import EpochConflict, EpochRow
+from tests.services import postgres_database
+from tests.test_sqlite_store import StoreTests, message, user
+
+CONCURRENT_BATCHES = 20
+BATCH_SIZE = 5
+RACED_EPOCHS = 10
+POLL_SECONDS = 0.01
+
+
+class PostgresStoreTests(StoreTests, TestCase):
+    integrity_error = psycopg2.IntegrityError
+
+    def setUp(self):
+        self.url = postgres_database(self)
+        return super().setUp()
+
+    def open_store(self, url=None):
+        store = PostgresStore(url or self.url)
+        self.addCleanup(store.close)
+        return store
+
+    def sql(self, statement):
+        connection = psycopg2.connect(self.url)
+        try:
+            with connection, connection.cursor() as cursor:
+                cursor.execute(statement)
+                rows = cursor.fetchall() if cursor.description else []
+        finally:
+            connection.close()
+        return defer.succeed(rows)
+
+    @defer.inlineCallbacks
+    def second_daemon(self):
+        store = self.open_store()
+        yield store.load()
+        return store
+
+    def test_migrations_match_sqlite(self):
+        """PostgreSQL has its own form of every SQLite schema version, and no other."""
+        self.assertEqual(MIGRATIONS.keys(), sqlite_store.MIGRATIONS.keys())
+
+    def test_refuses_other_urls_without_quoting_them(self):
+        """Only a postgresql:// URL is accepted, and the refusal does not repeat it."""
+        error = self.assertRaises(ValueError, PostgresStore, "mysql://admin:hunter2@db/chat")
+        self.assertNotIn("hunter2", str(error))
+
+    @defer.inlineCallbacks
+    def test_two_daemons_create_the_schema_at_once(self):
+        """Two daemons starting together on a new database both start, on one schema."""
+        url = postgres_database(self)
+        snapshots = yield defer.gatherResults(
+            [self.open_store(url).load(), self.open_store(url).load()], consumeErrors=True
+        )
+        self.assertEqual([s.users for s in snapshots], [[], []])
+
+    @defer.inlineCallbacks
+    def test_concurrent_appends_share_one_sequence(self):
+        """Two daemons appending to one room at once never hand out the same
+        server_seq and leave no gap; each batch gets a contiguous run."""
+        uid = yield self.store.add_user(user(1), 1.0, None)
+        room = yield self.store.create_room("#a", uid, 1.0)
+        daemons = [self.store, (yield self.second_daemon())]
+        batches = yield defer.gatherResults([
+            daemons[b % 2].append_messages(
+                [message(room, uid, b * BATCH_SIZE + n + 1) for n in range(BATCH_SIZE)]
+            )
+            for b in range(CONCURRENT_BATCHES)
+        ], consumeErrors=True)
+        total = CONCURRENT_BATCHES * BATCH_SIZE
+        seqs = sorted(r.server_seq for batch in batches for r in batch)
+        self.assertEqual(seqs, list(range(1, total + 1)))
+        self.assertEqual({r.outcome for batch in batches for r in batch}, {"stored"})
+        for batch in batches:
+            first = batch[0].server_seq
+            self.assertEqual([r.server_seq for r in batch], list(range(first, first + BATCH_SIZE)))
+        self.assertEqual((yield self.reopen()).rooms[0].last_seq, total)
+
+    @defer.inlineCallbacks
+    def test_concurrent_duplicate_is_stored_once(self):
+        """One message sent through two daemons at once is stored once, and both
+        learn the same server_seq."""
+        uid = yield self.store.add_user(user(1), 1.0, None)
+        room = yield self.store.create_room("#a", uid, 1.0)
+        daemons = [self.store, (yield self.second_daemon())]
+        results = yield defer.gatherResults(
+            [d.append_messages([message(room, uid, 1)]) for d in daemons], consumeErrors=True
+        )
+        self.assertEqual(sorted((r.outcome, r.server_seq) for [r] in results),
+                         [("duplicate", 1), ("stored", 1)])
+
+    @defer.inlineCallbacks
+    def test_concurrent_epochs_conflict_exactly_once(self):
+        """When two daemons publish the same epoch at once, exactly one gets an
+        EpochConflict and only the winner's record and wraps are stored."""
+        uid = yield self.store.add_user(user(1), 1.0, None)
+        room = yield self.store.create_room("#a", uid, 1.0)
+        daemons = [self.store, (yield self.second_daemon())]
+        attempts = [(epoch, d) for epoch in range(1, RACED_EPOCHS + 1) for d in range(2)]
+        outcomes = yield defer.DeferredList([
+            daemons[d].add_epoch(EpochRow(room, epoch, uid, b"by%d" % d, b"s"),
+                                 {uid: (uid, b"by%d" % d)}, 1.0)
+            for epoch, d in attempts
+        ], consumeErrors=True)
+        winners = {}
+        for (epoch, d), (succeeded, result) in zip(attempts, outcomes):
+            if succeeded:
+                winners[epoch] = b"by%d" % d
+            else:
+                result.trap(EpochConflict)
+        self.assertEqual(len(winners), RACED_EPOCHS)
+        stored = yield self.store.epochs(room, 1)
+        self.assertEqual({row.epoch: row.record for row in stored}, winners)
+        wraps = yield self.store.wraps_for(uid, room, 1)
+        self.assertEqual({row.epoch: row.wrap for row in wraps}, winners)
+
+    @defer.inlineCallbacks
+    def test_deadlock_is_retried(self):
+        """A transaction PostgreSQL aborts to break a deadlock with another
+        writer is run again, and succeeds, instead of failing."""
+        uid = yield self.store.add_user(user(1), 1.0, None)
+        first = yield self.store.create_room("#a", uid, 1.0)
+        second = yield self.store.create_room("#b", uid, 1.0)
+        other = psycopg2.connect(self.url)
+        self.addCleanup(other.close)
+        cursor = other.cursor()
+        # The store's session, waiting first and checking after the default
+        # one second, is the one PostgreSQL picks to abort.
+        cursor.execute("SET deadlock_timeout = '60s'")
+        cursor.execute("SELECT id FROM rooms WHERE id = %s FOR UPDATE", (second,))
+        appended = self.store.append_messages([message(first, uid, 1), message(second, uid, 2)])
+        while not (yield self.sql("SELECT pid FROM pg_stat_activity"
+                                  " WHERE datname = current_database() AND wait_event_type = 'Lock'")):
+            yield task.deferLater(reactor, POLL_SECONDS, lambda: None)
+        yield threads.deferToThread(
+            cursor.execute, "SELECT id FROM rooms WHERE id = %s FOR UPDATE", (first,)
+        )
+        other.commit()
+        results = yield appended
+        self.assertEqual([(r.outcome, r.server_seq) for r in results], [("stored", 1), ("stored", 1)])
