@@ -218,3 +218,11 @@ FIRST_CONTACT_TIMEOUT_SECONDS = 15
 # How soon a running daemon applies a ban made with securechat-admin: it
 # checks the database for another process's commits this often.
 OPERATOR_POLL_SECONDS = 2
+
+# Several daemons: Redis must accept a connection or answer (a PUBLISH, the
+# start as a whole) within this, else it counts as unreachable; a dropped
+# connection is retried after 0.1 s, backing off to at most 1 s, so that a
+# restarted Redis is found again within about a second.
+REDIS_TIMEOUT_SECONDS = 5.0
+REDIS_RECONNECT_FIRST_DELAY = 0.1
+REDIS_RECONNECT_MAX_DELAY = 1.0

@@ -1,9 +1,10 @@
 """Private PostgreSQL and Redis servers for the tests.
 
-Each is started on first use, once per test process, in its own temporary
-folder, reachable only from this machine (PostgreSQL on a unix socket in that
-folder, Redis on 127.0.0.1), and stopped when the process exits. The system's
-own servers, if any, are never touched.
+PostgreSQL is started on first use, once per test process, in its own
+temporary folder, reachable only on a unix socket there, and stopped when the
+process exits; each test gets a database of its own. Redis is one server per
+test (L{PrivateRedis}), since tests stop and restart it. The system's own
+servers, if any, are never touched.
 """
 
 import atexit
@@ -19,6 +20,8 @@ from urllib.parse import quote
 
 import psycopg2
 from twisted.trial.unittest import SkipTest
+
+from tests.daemon import free_port
 
 POSTGRES_MISSING = "PostgreSQL is not installed: run .ci/run or apt-get install postgresql"
 REDIS_MISSING = "Redis is not installed: run .ci/run or apt-get install redis-server"
@@ -121,50 +124,65 @@ class _Postgres:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-class _Redis:
+class PrivateRedis:
+    """A redis-server of the test's own: loopback only, a temporary folder,
+    nothing saved; restart() brings it back on the same port, empty."""
+
     def __init__(self):
-        program = shutil.which("redis-server")
-        if program is None:
+        self._program = shutil.which("redis-server")
+        if self._program is None:
             raise SkipTest(REDIS_MISSING)
-        self.folder = tempfile.mkdtemp(prefix="securechat-redis-")
-        self._log = os.path.join(self.folder, "redis.log")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        with open(self._log, "w") as log:
+        self.port = free_port()
+        self._process = self._folder = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, *options: str) -> None:
+        """Start the server, with C{options} added to its command line."""
+        self._folder = tempfile.mkdtemp(prefix="securechat-redis-")
+        log_path = os.path.join(self._folder, "redis.log")
+        with open(log_path, "w") as log:
             self._process = subprocess.Popen(
-                [program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", self.folder],
-                cwd=self.folder, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            )
+                [self._program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", self._folder, *options],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_SECONDS
         while not self._answers():
             if self._process.poll() is not None or time.monotonic() > deadline:
+                with open(log_path, errors="replace") as log:
+                    tail = log.read()[-2000:]
                 self.stop()
-                raise RuntimeError(f"redis-server did not start: {_log_tail(self._log)}")
+                raise RuntimeError(f"redis-server did not start: {tail}")
             time.sleep(POLL_SECONDS)
-        atexit.register(self.stop)
 
     def command(self, *words: str) -> bytes:
-        """One inline command; its reply's first line."""
+        """One inline command; the first line of its reply."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=START_SECONDS) as conn:
             conn.sendall(" ".join(words).encode() + b"\r\n")
             return conn.makefile("rb").readline().rstrip(b"\r\n")
 
     def _answers(self) -> bool:
         try:
-            return self.command("PING") == b"+PONG"
+            # -NOAUTH when started with --requirepass: it answers all the same.
+            return self.command("PING") in (b"+PONG", b"-NOAUTH Authentication required.")
         except OSError:
             return False
 
     def stop(self) -> None:
-        self._process.terminate()
-        try:
-            self._process.wait(START_SECONDS)
-        except subprocess.TimeoutExpired:
+        """Kill the server, as a crash would, and remove its folder."""
+        if self._process is not None:
             self._process.kill()
             self._process.wait()
-        shutil.rmtree(self.folder, ignore_errors=True)
+            self._process = None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def restart(self, *options: str) -> None:
+        self.stop()
+        self.start(*options)
 
 
 _running = {}
@@ -183,11 +201,3 @@ def postgres_database(case) -> str:
     name = server.create_database()
     case.addCleanup(server.drop_database, name)
     return server.url(name)
-
-
-def redis_address() -> tuple[str, int]:
-    """Where the private Redis listens, emptied for the calling test."""
-    server = _service(_Redis)
-    if server.command("FLUSHALL") != b"+OK":
-        raise RuntimeError("the private Redis did not empty itself")
-    return "127.0.0.1", server.port
