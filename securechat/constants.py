@@ -226,3 +226,12 @@ OPERATOR_POLL_SECONDS = 2
 REDIS_TIMEOUT_SECONDS = 5.0
 REDIS_RECONNECT_FIRST_DELAY = 0.1
 REDIS_RECONNECT_MAX_DELAY = 1.0
+
+# Several daemons: each says who is online on it this often, and one silent
+# for this many beats (killed, or cut off) counts as gone with its users.
+PRESENCE_HEARTBEAT_SECONDS = 5
+PRESENCE_MISSED_HEARTBEATS = 3
+
+# Several daemons: how long a starting daemon waits for PostgreSQL before
+# saying, in one line, that it is unreachable.
+DATABASE_CONNECT_TIMEOUT_SECONDS = 5

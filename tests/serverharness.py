@@ -24,12 +24,14 @@ def fake_binding(transport) -> bytes:
     return _bindings.setdefault(id(transport), bytes([len(_bindings) % 256]) * 32)
 
 
-def make_service(clock=None, registration="open", limits=RoomLimits(), path=":memory:"):
+def make_service(clock=None, registration="open", limits=RoomLimits(), path=":memory:",
+                 fanout=None):
     service = ChatService(
         SQLiteStore(InlineRunner(path)),
         clock or task.Clock(),
         ServiceSettings(SERVER_NAME, registration, limits),
         run_blocking=defer.maybeDeferred,
+        fanout=fanout,
     )
     service.startService()
     return service
@@ -89,8 +91,8 @@ class ScriptedClient:
 class Server:
     """A service, its factory and a way to open scripted connections."""
 
-    def __init__(self, **kwargs):
-        self.clock = task.Clock()
+    def __init__(self, clock=None, **kwargs):
+        self.clock = clock or task.Clock()
         self.service = make_service(self.clock, **kwargs)
         self.factory = ServerFactory(self.service, SERVER_NAME, self.clock, fake_binding)
 

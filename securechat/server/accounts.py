@@ -42,6 +42,9 @@ class AccountRegistry:
     def by_id(self, user_id: int) -> UserRow:
         return self._by_id[user_id]
 
+    def get(self, user_id: int) -> UserRow | None:
+        return self._by_id.get(user_id)
+
     def find(self, nick: str) -> UserRow | None:
         return self._by_nick.get(fold(nick))
 

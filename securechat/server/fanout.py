@@ -9,6 +9,7 @@ daemons, provides the same interface.
 
 from contextlib import contextmanager
 
+from twisted.internet import defer
 from zope.interface import Interface, implementer
 
 
@@ -26,14 +27,45 @@ class IConnection(Interface):
 
 
 class IFanOut(Interface):
+    def attach(user_id, connection):
+        """A connection logged in as C{user_id} on this daemon."""
+
+    def detach(user_id, connection):
+        """A connection closed; @return: whether the user has no other one here."""
+
+    def connections(user_id):
+        """The user's connections on this daemon."""
+
     def publish(user_ids, line, exclude=None):
         """Deliver C{line} to every connection of C{user_ids}, except C{exclude}."""
 
+    def message_stored(room_id, server_seq):
+        """A room has messages up to C{server_seq}: other daemons read them
+        from the database and deliver them to their own connections."""
+
+    def deliver_here(user_ids, line, exclude=None):
+        """Deliver a message line to this daemon's connections only."""
+
+    def start(listener):
+        """Start hearing from other daemons (an L{IClusterListener}); a Deferred."""
+
+    def stop():
+        """Stop; a Deferred."""
+
+    def room_changed(room_id):
+        """A committed change to a room: other daemons re-read it."""
+
+    def user_changed(user_id):
+        """A committed change to an account: other daemons re-read it."""
+
     def online(user_id):
-        """Whether the user has at least one connection."""
+        """Whether the user has at least one connection, on any daemon."""
 
     def online_users():
-        """The set of user ids with a connection."""
+        """The set of user ids with a connection, on any daemon."""
+
+    def online_here():
+        """The set of user ids with a connection to this daemon."""
 
 
 @implementer(IFanOut)
@@ -65,11 +97,31 @@ class LocalFanOut:
                 if connection is not exclude:
                     connection.deliver(line)
 
+    def message_stored(self, room_id: int, server_seq: int) -> None:
+        """One daemon: it delivered the message itself."""
+
+    def deliver_here(self, user_ids, line: bytes, exclude=None) -> None:
+        self.publish(user_ids, line, exclude)
+
+    def start(self, listener):
+        return defer.succeed(None)
+
+    def stop(self):
+        return defer.succeed(None)
+
+    def room_changed(self, room_id: int) -> None:
+        """One daemon: nobody else holds a copy of the room."""
+
+    def user_changed(self, user_id: int) -> None:
+        """One daemon: nobody else holds a copy of the account."""
+
     def online(self, user_id: int) -> bool:
         return user_id in self._sessions
 
     def online_users(self) -> set[int]:
         return set(self._sessions)
+
+    online_here = online_users
 
 
 class OutputBatch:

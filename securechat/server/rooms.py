@@ -49,6 +49,9 @@ class RoomRegistry:
     def by_id(self, room_id: int) -> RoomRow:
         return self._by_id[room_id]
 
+    def get(self, room_id: int) -> RoomRow | None:
+        return self._by_id.get(room_id)
+
     def require(self, name: str) -> RoomRow:
         room = self.find(name)
         if room is None:
@@ -151,6 +154,13 @@ class RoomRegistry:
         """Who becomes owner when the owner leaves: the first op, else the first member."""
         ops = [u for u, r in room.members.items() if r == "op"]
         return (ops or list(room.members))[0]
+
+    def replace_room(self, room: RoomRow) -> None:
+        """The room as another daemon left it, re-read from the database."""
+        current = self._by_id.get(room.id)
+        if current is not None:
+            self.delete_room(current)
+        self.add_room(room)
 
     def delete_room(self, room: RoomRow) -> None:
         del self._by_id[room.id]

@@ -32,6 +32,7 @@ from securechat.server.fanout import LocalFanOut, OutputBatch
 from securechat.server.messagelog import MessageLog
 from securechat.server.metrics import ServerMetrics
 from securechat.server.operator import OperatorChanges, drop_connections
+from securechat.server.replica import Replica
 from securechat.names import check_room, fold
 from securechat.server.passwords import check_room_password, hash_room_password, token_digest
 from securechat.server.rooms import RoomLimits, RoomRegistry
@@ -68,7 +69,7 @@ class ChatService(service.Service):
     """All chat state of one daemon, loaded at start and kept durable."""
 
     def __init__(self, store, clock, settings: ServiceSettings, run_blocking=None,
-                 fanout: LocalFanOut | None = None, metrics: ServerMetrics | None = None):
+                 fanout=None, metrics: ServerMetrics | None = None):
         self.store = store
         self.clock = clock
         self.settings = settings
@@ -82,6 +83,7 @@ class ChatService(service.Service):
         self.accounts: AccountRegistry | None = None
         self.rooms: RoomRegistry | None = None
         self.requests: WrapRequestQueue | None = None
+        self.replica = Replica(self)
         self.operator: OperatorChanges | None = None
         self._history: dict[int, str] = {}
 
@@ -104,10 +106,11 @@ class ChatService(service.Service):
                  rooms=len(self.rooms))
         self.operator = OperatorChanges(self.store, self.accounts, self.fanout, self.clock)
         self.operator.start()
-        self.ready.callback(self)
+        return self.fanout.start(self.replica).addCallback(lambda _: self.ready.callback(self))
 
     def _load_failed(self, failure) -> None:
-        log.failure("cannot load the database; refusing to serve", failure)
+        log.failure("cannot load the database or join the other daemons; refusing to serve",
+                    failure)
         from twisted.internet import reactor
 
         reactor.stop()
@@ -116,6 +119,7 @@ class ChatService(service.Service):
     def stopService(self):  # noqa: N802
         if self.operator is not None:
             self.operator.stop()
+        yield self.fanout.stop()
         yield self.messages.drain()
         yield self.store.close()
         yield super().stopService()
@@ -147,6 +151,7 @@ class ChatService(service.Service):
         finally:
             self.accounts.release(nick)
         self.accounts.add(row)
+        self.fanout.user_changed(row.id)
         log.info("registered {nick}", nick=nick)
         return row
 
@@ -171,8 +176,10 @@ class ChatService(service.Service):
         for room in self.rooms.rooms_of(user.id):
             room.rekey_required = True
             room.holders.discard(user.id)
-        drop_connections(self.fanout, user.id, Code.ACCOUNT_RESET,
-                         "this account now has new keys (reset by the operator)")
+            self.fanout.room_changed(room.id)
+        self.fanout.user_changed(user.id)
+        self.drop_sessions(user.id, Code.ACCOUNT_RESET,
+                           "this account now has new keys (reset by the operator)")
         log.info("reset the keys of {nick}", nick=user.nick)
         return row
 
@@ -185,8 +192,29 @@ class ChatService(service.Service):
 
     def detach(self, user: UserRow, connection) -> None:
         if self.fanout.detach(user.id, connection):
-            for room_id in self.requests.unassign_holder(user.id):
-                self._dispatch_requests(self.rooms.by_id(room_id))
+            self.holder_offline(user.id)
+
+    def holder_offline(self, user_id: int) -> None:
+        """Requests a user was asked to serve go to another holder, here or
+        (told by the room's change) on another daemon."""
+        for room_id in self.requests.unassign_holder(user_id):
+            room = self.rooms.get(room_id)
+            if room is not None:
+                self._dispatch_requests(room)
+                self.fanout.room_changed(room_id)
+
+    def daemon_gone(self) -> None:
+        """Requests another daemon's holders were serving are ours to hand out now."""
+        for room_id in self.requests.waiting_rooms():
+            self._dispatch_requests(self.rooms.by_id(room_id))
+
+    def drop_sessions(self, user_id: int, code: Code, text: str) -> None:
+        drop_connections(self.fanout, user_id, code, text)
+
+    def room_reloaded(self, room: RoomRow) -> None:
+        """Another daemon changed C{room}; what follows from it here."""
+        self._history[room.id] = _history_of(room.epoch_record)
+        self._dispatch_requests(room)
 
     # -- helpers ---------------------------------------------------------------
 
@@ -196,7 +224,7 @@ class ChatService(service.Service):
     def _push(self, user_id: int, event: events.Event) -> None:
         self.fanout.publish([user_id], events.line("*", event))
 
-    def _nick(self, user_id: int) -> str:
+    def nick(self, user_id: int) -> str:
         return self.accounts.by_id(user_id).nick
 
     def history_policy(self, room: RoomRow) -> str:
@@ -214,8 +242,10 @@ class ChatService(service.Service):
         )
 
     def _dispatch_requests(self, room: RoomRow) -> None:
-        for request, holder in self.requests.assign(room, self.fanout.online_users()):
-            self._push(holder, events.wrap_request(room, room.epoch, self._nick(request.user_id)))
+        # Each daemon asks only holders connected to it; a room's change makes
+        # every daemon look again, so a request never waits for the wrong one.
+        for request, holder in self.requests.assign(room, self.fanout.online_here()):
+            self._push(holder, events.wrap_request(room, room.epoch, self.nick(request.user_id)))
 
     @staticmethod
     def _check_text(text: str | None, limit: int, what: str) -> str:
@@ -238,6 +268,7 @@ class ChatService(service.Service):
             room = RoomRow(room_id, name, "", False, None, False, self.now(),
                            members={user.id: "owner"})
             self.rooms.add_room(room)
+            self.fanout.room_changed(room.id)
             log.info("{nick} created {room}", nick=user.nick, room=name)
             return [self._room_state(room, user), ok()]
         if user.id in room.members:
@@ -264,6 +295,7 @@ class ChatService(service.Service):
             # message needs an epoch whose key they were given.
             room.rekey_required = True
             yield self.store.update_room(room.id, rekey_required=True)
+        self.fanout.room_changed(room.id)
         self._publish(room, events.joined(room, user.nick, role))
         return [self._room_state(room, user), ok()]
 
@@ -292,6 +324,7 @@ class ChatService(service.Service):
         yield self.store.remove_member(room.id, target.id, actor.id if ban else None, self.now())
         successor = self.rooms.remove_member(room, target.id, ban)
         self.requests.remove(room.id, target.id)
+        self.fanout.room_changed(room.id)
         if was_member:
             self._publish(room, events.parted(room, target.nick, how, actor.nick, reason),
                           extra=[target.id])
@@ -306,6 +339,7 @@ class ChatService(service.Service):
         target = self.accounts.require(nick)
         yield self.store.unban(room.id, target.id)
         room.bans.discard(target.id)
+        self.fanout.room_changed(room.id)
         return [ok()]
 
     @defer.inlineCallbacks
@@ -314,6 +348,7 @@ class ChatService(service.Service):
         topic = self._check_text(topic, self.rooms.limits.max_topic_length, "the topic")
         yield self.store.update_room(room.id, topic=topic)
         room.topic = topic
+        self.fanout.room_changed(room.id)
         self._publish(room, events.topic(room, actor.nick))
         return [ok()]
 
@@ -336,7 +371,8 @@ class ChatService(service.Service):
     def _set_role(self, room: RoomRow, user_id: int, role: str, actor: UserRow):
         yield self.store.set_role(room.id, user_id, role)
         room.members[user_id] = role
-        self._publish(room, events.role(room, self._nick(user_id), role, actor.nick))
+        self.fanout.room_changed(room.id)
+        self._publish(room, events.role(room, self.nick(user_id), role, actor.nick))
 
     @defer.inlineCallbacks
     def configure(self, actor: UserRow, name: str, setting: str, value: str | None):
@@ -352,6 +388,7 @@ class ChatService(service.Service):
             room.password_hash = digest
         else:
             raise WireError(Code.BAD_ARGUMENTS, "settings are invite_only and password")
+        self.fanout.room_changed(room.id)
         self._publish(room, events.settings(room, actor.nick, self.history_policy(room)))
         return [ok()]
 
@@ -366,6 +403,7 @@ class ChatService(service.Service):
             raise WireError(Code.BAD_SIGNATURE, "the invite is not signed by your identity key")
         yield self.store.add_invite(room.id, target.id, actor.id, signature, self.now())
         room.invites[target.id] = (actor.id, signature)
+        self.fanout.room_changed(room.id)
         self._push(target.id, events.invited(room, actor.nick))
         return [ok()]
 
@@ -376,6 +414,7 @@ class ChatService(service.Service):
         self._publish(room, events.deleted(room, actor.nick))
         self.rooms.delete_room(room)
         self.requests.remove_room(room.id)
+        self.fanout.room_changed(room.id)
         log.info("{nick} deleted {room}", nick=actor.nick, room=room.name)
         return [ok()]
 
@@ -393,7 +432,7 @@ class ChatService(service.Service):
         for member_id, role in room.members.items():
             member = self.accounts.by_id(member_id)
             invite = room.invites.get(member_id)
-            evidence = (self._nick(invite[0]), invite[1]) if invite else None
+            evidence = (self.nick(invite[0]), invite[1]) if invite else None
             lines.append(events.member(room, member, role, self.fanout.online(member_id), evidence))
         return [*lines, ok(str(len(lines)))]
 
@@ -431,13 +470,14 @@ class ChatService(service.Service):
         if result.outcome == "seq_reused":
             raise WireError(Code.SEQ_REUSED,
                             f"seq {row.seq} already carried another message ({result.server_seq})")
-        room.last_seq = max(room.last_seq, result.server_seq)
         if row.epoch == room.epoch:
             room.epoch_messages += 1
         acknowledge([ok(str(result.server_seq))])
         stored = MessageRow(row.room_id, row.sender_id, row.epoch, row.seq, row.message_id,
                             row.token, row.signature, row.received, result.server_seq)
-        self._publish(room, events.message(room, stored, user.nick), exclude=connection)
+        self.fanout.message_stored(room.id, result.server_seq)
+        self.replica.deliver(room, stored, events.line("*", events.message(room, stored, user.nick)),
+                             connection)
 
     @defer.inlineCallbacks
     def history(self, user: UserRow, name: str, direction: str, server_seq: int, limit: int):
@@ -450,7 +490,7 @@ class ChatService(service.Service):
             server_seq if direction == "after" else None, limit,
         )
         rows = within_budget(rows, keep_newest=direction == "before")
-        return [*(events.message(room, r, self._nick(r.sender_id)) for r in rows),
+        return [*(events.message(room, r, self.nick(r.sender_id)) for r in rows),
                 ok(str(len(rows)))]
 
     @defer.inlineCallbacks
@@ -466,7 +506,7 @@ class ChatService(service.Service):
             first_epoch = min([r.epoch for r in rows] + [room.epoch])
             lines.append(self._room_state(room, user))
             lines.extend((yield self._keys_from(room, user, first_epoch)))
-            lines.extend(events.message(room, r, self._nick(r.sender_id)) for r in rows)
+            lines.extend(events.message(room, r, self.nick(r.sender_id)) for r in rows)
             if rows and len(rows) < len(page) or len(page) == SYNC_PAGE:
                 lines.append(events.more(room, rows[-1].server_seq))
         return [*lines, ok()]
@@ -475,12 +515,12 @@ class ChatService(service.Service):
     def _keys_from(self, room: RoomRow, user: UserRow, from_epoch: int):
         lines = []
         for row in (yield self.store.epochs(room.id, from_epoch)):
-            lines.append(events.epoch(room, row, self._nick(row.rotator_id)))
+            lines.append(events.epoch(room, row, self.nick(row.rotator_id)))
         for row in (yield self.store.wraps_for(user.id, room.id, from_epoch)):
-            lines.append(events.key(room, row, self._nick(row.wrapper_id)))
+            lines.append(events.key(room, row, self.nick(row.wrapper_id)))
         request = self.requests.get(room.id, user.id)
         if request is not None and request.withheld_code:
-            lines.append(events.withheld(room, request.epoch, self._nick(request.withheld_by),
+            lines.append(events.withheld(room, request.epoch, self.nick(request.withheld_by),
                                          request.withheld_code, request.withheld_text or ""))
         elif request is not None:
             lines.append(events.pending(room, room.epoch))
@@ -518,6 +558,7 @@ class ChatService(service.Service):
             raise
         self._history[room.id] = record.history
         self.requests.remove(room.id, user.id)
+        self.fanout.room_changed(room.id)
         self._publish(room, events.epoch(room, row, user.nick))
         log.info("{nick} rotated {room} to epoch {epoch} ({reason})", nick=user.nick,
                  room=room.name, epoch=epoch, reason=record.reason)
@@ -563,6 +604,7 @@ class ChatService(service.Service):
         if epoch == room.epoch:
             room.holders.add(target.id)
         self.requests.remove(room.id, target.id)
+        self.fanout.room_changed(room.id)
         self._push(target.id, events.key(room, row, user.nick))
         self._dispatch_requests(room)
         return [ok()]
@@ -578,6 +620,7 @@ class ChatService(service.Service):
         request = WrapRequestRow(room.id, user.id, room.epoch, self.now())
         yield self.store.put_wrap_request(request)
         self.requests.put(request)
+        self.fanout.room_changed(room.id)
         self._dispatch_requests(room)
         return [events.pending(room, room.epoch), ok(str(room.epoch))]
 
@@ -596,6 +639,7 @@ class ChatService(service.Service):
         withheld = WrapRequestRow(room.id, target.id, epoch, request.created, user.id, code, text)
         yield self.store.put_wrap_request(withheld)
         self.requests.put(withheld)
+        self.fanout.room_changed(room.id)
         self._push(target.id, events.withheld(room, epoch, user.nick, code, text))
         return [ok()]
 

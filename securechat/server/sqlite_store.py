@@ -239,6 +239,12 @@ class SQLiteStore:
     def load(self):
         return self._run(_load)
 
+    def load_room(self, room_id: int):
+        return self._run(_load_room, room_id)
+
+    def load_user(self, user_id: int):
+        return self._run(_load_user, user_id)
+
     # -- accounts ------------------------------------------------------------
 
     def add_user(self, user: UserRow, now: float, token_digest: bytes | None):
@@ -412,6 +418,21 @@ def _load_users(txn) -> list[UserRow]:
     return [UserRow(*r[:6], banned=bool(r[6])) for r in txn.fetchall()]
 
 
+def _load_epoch(txn, room: RoomRow, epoch: int) -> None:
+    """The room's current epoch: its record, how many messages used it, who holds its key."""
+    room.epoch = epoch
+    txn.execute(
+        "SELECT created, record FROM epochs WHERE room_id = ? AND epoch = ?", (room.id, epoch)
+    )
+    room.epoch_created, room.epoch_record = txn.fetchone()
+    txn.execute(
+        "SELECT COUNT(*) FROM messages WHERE room_id = ? AND epoch = ?", (room.id, epoch)
+    )
+    room.epoch_messages = txn.fetchone()[0]
+    txn.execute("SELECT user_id FROM wraps WHERE room_id = ? AND epoch = ?", (room.id, epoch))
+    room.holders = {r[0] for r in txn.fetchall()}
+
+
 def _load(txn) -> Snapshot:
     migrate(txn)
     users = _load_users(txn)
@@ -433,18 +454,7 @@ def _load(txn) -> Snapshot:
         rooms[room_id].invites[user_id] = (inviter_id, signature)
     txn.execute("SELECT room_id, MAX(epoch) FROM epochs GROUP BY room_id")
     for room_id, epoch in txn.fetchall():
-        room = rooms[room_id]
-        room.epoch = epoch
-        txn.execute(
-            "SELECT created, record FROM epochs WHERE room_id = ? AND epoch = ?", (room_id, epoch)
-        )
-        room.epoch_created, room.epoch_record = txn.fetchone()
-        txn.execute(
-            "SELECT COUNT(*) FROM messages WHERE room_id = ? AND epoch = ?", (room_id, epoch)
-        )
-        room.epoch_messages = txn.fetchone()[0]
-        txn.execute("SELECT user_id FROM wraps WHERE room_id = ? AND epoch = ?", (room_id, epoch))
-        room.holders = {r[0] for r in txn.fetchall()}
+        _load_epoch(txn, rooms[room_id], epoch)
     txn.execute("SELECT room_id, MAX(server_seq) FROM messages GROUP BY room_id")
     for room_id, last_seq in txn.fetchall():
         rooms[room_id].last_seq = last_seq
@@ -454,6 +464,45 @@ def _load(txn) -> Snapshot:
     )
     requests = [WrapRequestRow(*r) for r in txn.fetchall()]
     return Snapshot(users, list(rooms.values()), requests)
+
+
+def _load_user(txn, user_id: int) -> UserRow | None:
+    txn.execute(
+        "SELECT id, nick, sign_key, enc_key, enc_signature, fingerprint, banned FROM users"
+        " WHERE id = ?", (user_id,)
+    )
+    row = txn.fetchone()
+    return UserRow(*row[:6], banned=bool(row[6])) if row else None
+
+
+def _load_room(txn, room_id: int) -> tuple[RoomRow | None, list[WrapRequestRow]]:
+    txn.execute(
+        "SELECT id, name, topic, invite_only, password_hash, rekey_required, created FROM rooms"
+        " WHERE id = ?", (room_id,)
+    )
+    found = txn.fetchone()
+    if found is None:
+        return None, []
+    room = RoomRow(found[0], found[1], found[2], bool(found[3]), found[4], bool(found[5]),
+                   found[6])
+    txn.execute("SELECT user_id, role FROM members WHERE room_id = ?", (room_id,))
+    room.members = dict(txn.fetchall())
+    txn.execute("SELECT user_id FROM bans WHERE room_id = ?", (room_id,))
+    room.bans = {r[0] for r in txn.fetchall()}
+    txn.execute("SELECT user_id, inviter_id, signature FROM invites WHERE room_id = ?",
+                (room_id,))
+    room.invites = {user_id: (inviter, signature) for user_id, inviter, signature in txn.fetchall()}
+    txn.execute("SELECT MAX(epoch) FROM epochs WHERE room_id = ?", (room_id,))
+    epoch = txn.fetchone()[0]
+    if epoch is not None:
+        _load_epoch(txn, room, epoch)
+    txn.execute("SELECT MAX(server_seq) FROM messages WHERE room_id = ?", (room_id,))
+    room.last_seq = txn.fetchone()[0] or 0
+    txn.execute(
+        "SELECT room_id, user_id, epoch, created, withheld_by, withheld_code, withheld_text"
+        " FROM wrap_requests WHERE room_id = ?", (room_id,)
+    )
+    return room, [WrapRequestRow(*r) for r in txn.fetchall()]
 
 
 def _add_user(txn, user: UserRow, now: float, token_digest: bytes | None) -> int:

@@ -120,6 +120,13 @@ class IStore(Interface):
     def load():
         """Fire with a L{Snapshot} of users, rooms and pending wrap requests."""
 
+    def load_room(room_id):
+        """Fire with (L{RoomRow} or None if deleted, its L{WrapRequestRow}s), as
+        stored now: another daemon changed it."""
+
+    def load_user(user_id):
+        """Fire with the L{UserRow} as stored now, or None."""
+
     def close():
         """Finish in-flight transactions and close the database."""
 

@@ -33,6 +33,15 @@ class WrapRequestQueue:
         for key in [k for k in self._requests if k[0] == room_id]:
             self.remove(*key)
 
+    def replace_room(self, room_id: int, requests: list[WrapRequestRow]) -> None:
+        """A room's requests as another daemon left them; assignments start over."""
+        self.remove_room(room_id)
+        for request in requests:
+            self.put(request)
+
+    def waiting_rooms(self) -> set[int]:
+        return {room_id for room_id, _ in self._requests}
+
     def for_user(self, user_id: int) -> list[WrapRequestRow]:
         return [r for (_, u), r in self._requests.items() if u == user_id]
 

@@ -1,0 +1,171 @@
+# -*- test-case-name: tests.test_replica -*-
+"""This daemon's copy of the shared state, kept in step with the database.
+
+One daemon alone holds the only copy of its rooms and accounts in memory;
+then this class only delivers each stored message in order. When several
+daemons share a database, another daemon's notice (see L{ClusterFanOut})
+says what to re-read: a room, an account, or a room's messages up to some
+seq. Re-reads of one room never overlap, and a notice that arrives during
+one is served by another read after it, so the copy always ends at what the
+database held after the last change. Messages reach local members in seq
+order, read back from the database when any is missing here.
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from securechat.constants import MAX_HISTORY_PAGE
+from securechat.server import events
+from securechat.server.cluster import IClusterListener
+from securechat.wire import Code
+
+log = Logger()
+
+
+class _Serial:
+    """Runs one job per key at a time; asking again during a run means one more run."""
+
+    def __init__(self):
+        self._running: dict = {}
+
+    @defer.inlineCallbacks
+    def run(self, key, job):
+        if key in self._running:
+            self._running[key] = True
+            return
+        self._running[key] = False
+        try:
+            while True:
+                try:
+                    yield job()
+                except Exception:
+                    log.failure("re-reading {key} from the database failed", key=key)
+                if not self._running[key]:
+                    break
+                self._running[key] = False
+        finally:
+            del self._running[key]
+
+
+@implementer(IClusterListener)
+class Replica:
+    def __init__(self, service):
+        self._service = service
+        self._reads = _Serial()
+        self._targets: dict[int, int] = {}
+        self._echo_excluded: dict[tuple[int, int], object] = {}
+
+    # -- messages ------------------------------------------------------------
+
+    def deliver(self, room, row, line: bytes, exclude) -> None:
+        """A message this daemon stored: delivered now if it is next in its
+        room, else after the ones before it, read from the database."""
+        if row.server_seq == room.last_seq + 1:
+            room.last_seq = row.server_seq
+            self._service.fanout.deliver_here(room.members, line, exclude)
+            return
+        self._echo_excluded[(room.id, row.server_seq)] = exclude
+        self.messages_up_to(room.id, row.server_seq)
+
+    def messages_up_to(self, room_id: int, server_seq: int):
+        room = self._service.rooms.get(room_id)
+        if room is not None and server_seq <= room.last_seq:
+            return defer.succeed(None)
+        self._targets[room_id] = max(server_seq, self._targets.get(room_id, 0))
+        return self._reads.run(("messages", room_id), lambda: self._catch_up(room_id))
+
+    @defer.inlineCallbacks
+    def _catch_up(self, room_id: int):
+        service = self._service
+        if service.rooms.get(room_id) is None:
+            yield self._read_room(room_id)
+        room = service.rooms.get(room_id)
+        while room is not None and room.last_seq < self._targets.get(room_id, 0):
+            rows = yield service.store.history(room_id, None, room.last_seq, MAX_HISTORY_PAGE)
+            if not rows:
+                log.warn("{room} should have messages up to {seq} but has {last}",
+                         room=room.name, seq=self._targets[room_id], last=room.last_seq)
+                break
+            for row in rows:
+                line = events.line("*", events.message(room, row, service.nick(row.sender_id)))
+                service.fanout.deliver_here(
+                    room.members, line, self._echo_excluded.pop((room_id, row.server_seq), None))
+                room.last_seq = row.server_seq
+                if row.epoch == room.epoch:
+                    room.epoch_messages += 1
+            room = service.rooms.get(room_id)
+        self._targets.pop(room_id, None)
+
+    # -- rooms, accounts -----------------------------------------------------
+
+    def reload_room(self, room_id: int):
+        return self._reads.run(("room", room_id), lambda: self._read_room(room_id))
+
+    @defer.inlineCallbacks
+    def _read_room(self, room_id: int):
+        row, requests = yield self._service.store.load_room(room_id)
+        self._apply_room(room_id, row, requests)
+        if row is not None and row.last_seq > self._service.rooms.get(room_id).last_seq:
+            self.messages_up_to(room_id, row.last_seq)
+
+    def _apply_room(self, room_id: int, row, requests) -> None:
+        service = self._service
+        current = service.rooms.get(room_id)
+        if row is None:
+            if current is not None:
+                service.rooms.delete_room(current)
+                service.requests.remove_room(room_id)
+            return
+        if current is not None:
+            # What was delivered here, not what is stored: catching up moves it.
+            row.last_seq = current.last_seq
+        service.rooms.replace_room(row)
+        service.requests.replace_room(room_id, requests)
+        service.room_reloaded(row)
+
+    def reload_user(self, user_id: int):
+        return self._reads.run(("user", user_id), lambda: self._read_user(user_id))
+
+    @defer.inlineCallbacks
+    def _read_user(self, user_id: int):
+        row = yield self._service.store.load_user(user_id)
+        if row is not None:
+            self._apply_user(row)
+
+    def _apply_user(self, row) -> None:
+        service = self._service
+        current = service.accounts.get(row.id)
+        if current is None:
+            service.accounts.add(row)
+            return
+        if current.fingerprint != row.fingerprint:
+            service.accounts.replace(row)
+            service.drop_sessions(row.id, Code.ACCOUNT_RESET,
+                                  "this account now has new keys (reset by the operator)")
+        elif row.banned and not current.banned:
+            current.banned = True
+            service.drop_sessions(row.id, Code.ACCOUNT_BANNED,
+                                  "this account was banned by the server's operator")
+        current.banned = row.banned
+
+    @defer.inlineCallbacks
+    def resync(self):
+        """Everything, after the bus was down: any notice may have been lost."""
+        snapshot = yield self._service.store.load()
+        for user in snapshot.users:
+            self._apply_user(user)
+        requests: dict[int, list] = {}
+        for request in snapshot.wrap_requests:
+            requests.setdefault(request.room_id, []).append(request)
+        stored = {room.id: room for room in snapshot.rooms}
+        for room in list(self._service.rooms):
+            if room.id not in stored:
+                self._apply_room(room.id, None, [])
+        for room in snapshot.rooms:
+            last = room.last_seq
+            self._apply_room(room.id, room, requests.get(room.id, []))
+            self.messages_up_to(room.id, last)
+
+    def daemon_gone(self) -> None:
+        self._service.daemon_gone()

@@ -1,0 +1,203 @@
+"""Two daemons sharing one database, joined by an in-memory bus: messages,
+membership and key requests cross between them, and lost notices or a bus
+outage cost a delay, never a message. (tests.test_scaleout runs the same on
+PostgreSQL and Redis with real daemons.)"""
+
+from functools import partial
+
+from twisted.internet import defer, task
+from twisted.trial.unittest import SynchronousTestCase
+
+from securechat.constants import PRESENCE_HEARTBEAT_SECONDS, PRESENCE_MISSED_HEARTBEATS
+from securechat.server.cluster import ClusterFanOut, decode_notice, encode_notice
+from securechat.wire import encode_frame
+from tests.serverharness import Server, decode, verbs_of
+from tests.test_service import Keys
+
+
+class MemoryBus:
+    """Buses of one process: what one publishes, the others receive a turn later."""
+
+    def __init__(self, network, clock, on_notice, on_connected):
+        self.network, self.clock = network, clock
+        self.on_notice, self.on_connected = on_notice, on_connected
+        self.up = False
+        self.dropped = 0
+
+    def start(self):
+        self.network.append(self)
+        self.up = True
+        self.on_connected(True)
+        return defer.succeed(None)
+
+    def stop(self):
+        self.up = False
+        return defer.succeed(None)
+
+    def publish(self, data):
+        if not self.up:
+            self.dropped += 1
+            return
+        for bus in self.network:
+            if bus is not self and bus.up:
+                self.clock.callLater(0, bus.on_notice, data)
+
+    def cut(self):
+        self.up = False
+
+    def restore(self):
+        self.up = True
+        self.on_connected(False)
+
+
+class ClusterTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = task.Clock()
+        network = []
+        path = self.mktemp()
+        self.daemons = [
+            Server(self.clock, path=path,
+                   fanout=ClusterFanOut(partial(MemoryBus, network, self.clock), self.clock))
+            for _ in range(2)
+        ]
+        self.buses = network
+        self.keys = Keys()
+
+    def settle(self):
+        """Run every notice and every read they cause."""
+        for _ in range(50):
+            if not any(c.getTime() <= self.clock.seconds() for c in self.clock.getDelayedCalls()):
+                return
+            self.clock.advance(0)
+
+    def user(self, daemon, name):
+        client = self.daemons[daemon].user(name)
+        self.settle()
+        return client
+
+    def room_with(self, *members):
+        """#lab with members (name, daemon), keyed by the first; everyone's output read."""
+        clients = {}
+        for name, daemon in members:
+            clients[name] = self.user(daemon, name)
+            clients[name].request("JOIN", "#lab")
+            self.settle()
+        owner = members[0][0]
+        self.keys.rotate(clients[owner], owner, "#lab", 1, [n for n, _ in members])
+        self.settle()
+        for client in clients.values():
+            client.frames()
+        return clients
+
+    def send(self, clients, sender):
+        frames = self.keys.message(clients[sender], sender, "#lab", 1)
+        self.settle()
+        return frames
+
+    def test_room_made_on_one_daemon_is_joined_on_the_other(self):
+        """A room created through daemon A can be joined through daemon B, as a member."""
+        alice = self.user(0, "alice")
+        alice.request("JOIN", "#lab")
+        self.settle()
+        bob = self.user(1, "bob")
+        frames = bob.request("JOIN", "#lab")
+        self.assertEqual(decode(frames[0])["role"], "member")
+        self.settle()
+        self.assertIn("JOINED", verbs_of(alice.frames()))
+
+    def test_message_reaches_a_member_on_the_other_daemon(self):
+        """A message acknowledged on daemon A reaches bob on daemon B, with its server seq."""
+        clients = self.room_with(("alice", 0), ("bob", 1))
+        [ack] = self.send(clients, "alice")
+        self.assertEqual((ack.verb, ack.args), ("OK", ("1",)))
+        [message] = clients["bob"].frames()
+        self.assertEqual((decode(message)["sender"], decode(message)["server_seq"]), ("alice", 1))
+
+    def test_senders_on_both_daemons_are_seen_in_seq_order(self):
+        """Members on each daemon see every message once, in server seq order, whoever sent it."""
+        clients = self.room_with(("alice", 0), ("bob", 1), ("carol", 0), ("dave", 1))
+        for sender in ("alice", "bob", "bob", "alice", "bob"):
+            self.send(clients, sender)
+        for observer in ("carol", "dave"):
+            seqs = [decode(f)["server_seq"] for f in clients[observer].frames()]
+            self.assertEqual(seqs, [1, 2, 3, 4, 5])
+
+    def test_simultaneous_senders_never_reorder(self):
+        """Messages committed in the same instant on both daemons reach every member in seq order."""
+        clients = self.room_with(("alice", 0), ("bob", 1), ("carol", 0), ("dave", 1))
+        for sender in ("alice", "bob"):
+            [line] = self.keys_lines(sender, 1)
+            clients[sender].protocol.dataReceived(line)
+        self.settle()
+        for observer in ("carol", "dave"):
+            seqs = [decode(f)["server_seq"] for f in clients[observer].frames()]
+            self.assertEqual(seqs, [1, 2])
+
+    def keys_lines(self, sender, count):
+        """C{count} MSG lines from C{sender}, not yet sent."""
+        lines = []
+
+        class Capture:
+            def request(self, verb, *args):
+                lines.append(encode_frame(verb, f"m{len(lines)}", *args) + b"\n")
+
+        for _ in range(count):
+            self.keys.message(Capture(), sender, "#lab", 1)
+        return lines
+
+    def test_lost_notice_is_made_up_by_the_next(self):
+        """A message whose notice was lost reaches the other daemon, in order, with the next one."""
+        clients = self.room_with(("alice", 0), ("bob", 1))
+        sender_bus = self.buses[0]
+        sender_bus.cut()
+        self.send(clients, "alice")
+        sender_bus.up = True
+        self.send(clients, "alice")
+        self.assertEqual([decode(f)["server_seq"] for f in clients["bob"].frames()], [1, 2])
+
+    def test_bus_outage_is_caught_up_from_the_database(self):
+        """After the bus comes back, a daemon delivers what was sent and applies what changed meanwhile."""
+        clients = self.room_with(("alice", 0), ("bob", 1))
+        self.buses[1].cut()
+        self.send(clients, "alice")
+        self.send(clients, "alice")
+        clients["alice"].request("TOPIC", "#lab", "while you were away")
+        self.assertEqual(clients["bob"].frames(), [])
+        self.buses[1].restore()
+        self.settle()
+        self.assertEqual([decode(f)["server_seq"] for f in clients["bob"].frames()], [1, 2])
+        self.assertEqual(self.daemons[1].service.rooms.find("#lab").topic, "while you were away")
+
+    def test_key_request_is_served_by_a_holder_on_the_other_daemon(self):
+        """A newcomer on daemon B asking for the key is answered by the holder on daemon A."""
+        clients = self.room_with(("alice", 0))
+        bob = self.user(1, "bob")
+        bob.request("JOIN", "#lab")
+        self.settle()
+        clients["alice"].frames()
+        self.assertEqual(verbs_of(bob.request("KEYREQ", "#lab")), ["PENDING", "OK"])
+        self.settle()
+        [request] = [f for f in clients["alice"].frames() if f.verb == "WRAPREQ"]
+        self.assertEqual(decode(request)["nick"], "bob")
+
+    def test_quiet_daemon_is_forgotten(self):
+        """Users of a daemon that stops announcing itself stop counting as online."""
+        self.room_with(("alice", 0))
+        self.clock.advance(PRESENCE_HEARTBEAT_SECONDS)
+        self.settle()
+        fanout = self.daemons[1].service.fanout
+        alice = self.daemons[0].service.accounts.find("alice").id
+        self.assertTrue(fanout.online(alice))
+        self.buses[0].cut()
+        for _ in range(PRESENCE_MISSED_HEARTBEATS + 1):
+            self.clock.advance(PRESENCE_HEARTBEAT_SECONDS)
+            self.settle()
+        self.assertFalse(fanout.online(alice))
+
+
+class NoticeTests(SynchronousTestCase):
+    def test_notice_round_trip_keeps_binary_payload(self):
+        """A notice's header and its line (any bytes) come back as they were sent."""
+        payload = b"MESSAGE * #lab 1 alice\n\xff\x00"
+        self.assertEqual(decode_notice(encode_notice("line", {"users": [1, 2]}, payload)),
+                         ({"kind": "line", "users": [1, 2]}, payload))
