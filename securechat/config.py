@@ -30,6 +30,8 @@ DEFAULT_PORT = 7470
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
 
 class ConfigError(Exception):
     """A configuration problem, worded for the operator: key and what to fix."""
@@ -98,6 +100,16 @@ SETTINGS = (
     Setting(
         "storage.data_dir", "data-dir", str, "var",
         "Directory for the database and generated TLS material; created mode 0700.",
+    ),
+    Setting(
+        "storage.database", "database", str, "",
+        "SQLite file, or postgresql://user@host/db for a database several daemons share "
+        "(default: securechat.db in the data dir).",
+    ),
+    Setting(
+        "cluster.redis", "redis", str, "",
+        "redis://host:port/db joining the daemons that share a PostgreSQL database "
+        "(default: none; one daemon, fan-out in-process).",
     ),
     Setting(
         "tls.cert", "tls-cert", str, "",
@@ -183,6 +195,8 @@ class ServerSettings:
     port: int
     server_name: str
     data_dir: str
+    database: str
+    redis: str
     tls_cert: str
     tls_key: str
     registration: str
@@ -200,6 +214,10 @@ class ServerSettings:
     log_format: str
     log_level: str
     metrics_port: int
+
+    @property
+    def postgres(self) -> bool:
+        return self.database.startswith(POSTGRES_SCHEMES)
 
     @property
     def public_name(self) -> str:
@@ -240,6 +258,11 @@ def build_settings(config_file: str | None, flags: dict[str, str | None]) -> Ser
             values[setting.key] = setting.parse_flag(text)
     if bool(values["tls.cert"]) != bool(values["tls.key"]):
         raise ConfigError("tls.cert and tls.key go together: set both, or neither")
+    if values["cluster.redis"] and not values["cluster.redis"].startswith("redis://"):
+        raise ConfigError("cluster.redis must be a redis://host:port/db URL")
+    if values["cluster.redis"] and not values["storage.database"].startswith(POSTGRES_SCHEMES):
+        raise ConfigError("cluster.redis joins daemons that share a database: set "
+                          "storage.database to a postgresql:// URL too")
     return ServerSettings(**{_BY_KEY[k].attribute: v for k, v in values.items()})
 
 

@@ -7,10 +7,10 @@ from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
 from securechat.server import sqlite_store
-from securechat.server.postgres_store import MIGRATIONS, PostgresStore
+from securechat.server.postgres_store import MIGRATIONS, PostgresStore, StoreUnavailable
 from securechat.server.store import EpochConflict, EpochRow
 from tests.services import postgres_database
-from tests.test_sqlite_store import StoreTests, message, user
+from tests.test_sqlite_store import StoreTests, keyed_room, message, user
 
 CONCURRENT_BATCHES = 20
 BATCH_SIZE = 5
@@ -19,7 +19,6 @@ POLL_SECONDS = 0.01
 
 
 class PostgresStoreTests(StoreTests, TestCase):
-    integrity_error = psycopg2.IntegrityError
 
     def setUp(self):
         self.url = postgres_database(self)
@@ -69,7 +68,7 @@ class PostgresStoreTests(StoreTests, TestCase):
         """Two daemons appending to one room at once never hand out the same
         server_seq and leave no gap; each batch gets a contiguous run."""
         uid = yield self.store.add_user(user(1), 1.0, None)
-        room = yield self.store.create_room("#a", uid, 1.0)
+        room = yield keyed_room(self.store, "#a", uid)
         daemons = [self.store, (yield self.second_daemon())]
         batches = yield defer.gatherResults([
             daemons[b % 2].append_messages(
@@ -91,7 +90,7 @@ class PostgresStoreTests(StoreTests, TestCase):
         """One message sent through two daemons at once is stored once, and both
         learn the same server_seq."""
         uid = yield self.store.add_user(user(1), 1.0, None)
-        room = yield self.store.create_room("#a", uid, 1.0)
+        room = yield keyed_room(self.store, "#a", uid)
         daemons = [self.store, (yield self.second_daemon())]
         results = yield defer.gatherResults(
             [d.append_messages([message(room, uid, 1)]) for d in daemons], consumeErrors=True
@@ -129,8 +128,8 @@ class PostgresStoreTests(StoreTests, TestCase):
         """A transaction PostgreSQL aborts to break a deadlock with another
         writer is run again, and succeeds, instead of failing."""
         uid = yield self.store.add_user(user(1), 1.0, None)
-        first = yield self.store.create_room("#a", uid, 1.0)
-        second = yield self.store.create_room("#b", uid, 1.0)
+        first = yield keyed_room(self.store, "#a", uid)
+        second = yield keyed_room(self.store, "#b", uid)
         other = psycopg2.connect(self.url)
         self.addCleanup(other.close)
         cursor = other.cursor()
@@ -148,3 +147,29 @@ class PostgresStoreTests(StoreTests, TestCase):
         other.commit()
         results = yield appended
         self.assertEqual([(r.outcome, r.server_seq) for r in results], [("stored", 1), ("stored", 1)])
+
+    @defer.inlineCallbacks
+    def test_message_after_another_daemons_key_change_is_stale(self):
+        """A message for an epoch the database has moved past, or for a room
+        flagged for a new key, is "stale": a daemon's copy of the room may lag,
+        the database decides."""
+        uid = yield self.store.add_user(user(1), 1.0, None)
+        room = yield keyed_room(self.store, "#a", uid)
+        other = yield self.second_daemon()
+        yield other.add_epoch(EpochRow(room, 2, uid, b"r2", b"s"), {uid: (uid, b"w")}, 2.0)
+        [old, current] = yield self.store.append_messages(
+            [message(room, uid, 1), message(room, uid, 2, epoch=2)])
+        self.assertEqual([(old.outcome, current.outcome)], [("stale", "stored")])
+        yield other.remove_member(room, uid, None, 3.0)
+        [flagged] = yield self.store.append_messages([message(room, uid, 3, epoch=2)])
+        self.assertEqual(flagged.outcome, "stale")
+
+    def test_unreachable_server_is_named_in_one_line(self):
+        """Starting against a PostgreSQL that is not there fails at once with one
+        line naming where it looked, and no password."""
+        error = self.assertRaises(
+            StoreUnavailable, PostgresStore.connect,
+            "postgresql://chat:hunter2@127.0.0.1:1/chat?connect_timeout=2")
+        self.assertIn("PostgreSQL at 127.0.0.1:1 is unreachable", str(error))
+        self.assertNotIn("hunter2", str(error))
+        self.assertNotIn("\n", str(error))

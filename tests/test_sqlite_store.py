@@ -13,6 +13,7 @@ from securechat.server.store import (
     EpochConflict,
     EpochRow,
     MessageRow,
+    NameTaken,
     RegistrationTokenInvalid,
     UserRow,
     WrapRequestRow,
@@ -24,13 +25,21 @@ def user(n):
     return UserRow(0, f"user{n}", b"s%d" % n, b"e%d" % n, b"sig", b"fp%d" % n)
 
 
+@defer.inlineCallbacks
+def keyed_room(store, name, owner):
+    """A room with its first epoch: messages need one."""
+    room = yield store.create_room(name, owner, 1.0)
+    yield store.add_epoch(EpochRow(room, 1, owner, b"r", b"s"), {owner: (owner, b"w")}, 1.0)
+    return room
+
+
 def message(room_id, sender_id, seq, message_id=None, epoch=1):
     return MessageRow(room_id, sender_id, epoch, seq, message_id or b"m%d" % seq, b"tok", b"sig", 1.0)
 
 
 class StoreTests:
     """What any IStore must do. A TestCase mixing this in provides
-    C{integrity_error}, C{open_store()} (another store on the same database,
+    C{open_store()} (another store on the same database,
     not yet loaded, closed after the test) and C{sql(statement)} (run outside
     the store and committed; fire with the rows)."""
 
@@ -71,7 +80,7 @@ class StoreTests:
         """Two accounts cannot share a nick that differs only in case."""
         yield self.store.add_user(user(1), 1.0, None)
         clash = UserRow(0, "USER1", b"x", b"y", b"z", b"other")
-        yield self.assertFailure(self.store.add_user(clash, 1.0, None), self.integrity_error)
+        yield self.assertFailure(self.store.add_user(clash, 1.0, None), NameTaken)
 
     @defer.inlineCallbacks
     def test_reset_user_takes_new_keys(self):
@@ -140,11 +149,38 @@ class StoreTests:
         self.assertRaises(ValueError, self.store.update_room, 1, name="#x")
 
     @defer.inlineCallbacks
+    def test_room_name_taken(self):
+        """A second room whose name differs only in case is NameTaken."""
+        uid = yield self.store.add_user(user(1), 1.0, None)
+        yield self.store.create_room("#Lab", uid, 1.0)
+        yield self.assertFailure(self.store.create_room("#lab", uid, 1.0), NameTaken)
+
+    @defer.inlineCallbacks
+    def test_load_one_room_and_one_user(self):
+        """One room and one account read back as a full load shows them; a
+        deleted room reads back as None."""
+        uid = yield self.store.add_user(user(1), 1.0, None)
+        other = yield self.store.add_user(user(2), 1.0, None)
+        room = yield keyed_room(self.store, "#a", uid)
+        yield self.store.add_member(room, other, "member", 2.0)
+        yield self.store.put_wrap_request(WrapRequestRow(room, other, 1, 3.0))
+        yield self.store.append_messages([message(room, uid, 1), message(room, uid, 2)])
+        loaded, requests = yield self.store.load_room(room)
+        [full] = (yield self.reopen()).rooms
+        self.assertEqual(loaded, full)
+        self.assertEqual((loaded.members, loaded.holders, loaded.last_seq, loaded.epoch_messages),
+                         ({uid: "owner", other: "member"}, {uid}, 2, 2))
+        self.assertEqual(requests, [WrapRequestRow(room, other, 1, 3.0)])
+        self.assertEqual((yield self.store.load_user(other)).nick, "user2")
+        yield self.store.delete_room(room)
+        self.assertEqual((yield self.store.load_room(room)), (None, []))
+
+    @defer.inlineCallbacks
     def test_append_assigns_per_room_sequence(self):
         """Each room's server_seq counts from 1 without gaps, across batches."""
         uid = yield self.store.add_user(user(1), 1.0, None)
-        a = yield self.store.create_room("#a", uid, 1.0)
-        b = yield self.store.create_room("#b", uid, 1.0)
+        a = yield keyed_room(self.store, "#a", uid)
+        b = yield keyed_room(self.store, "#b", uid)
         results = yield self.store.append_messages(
             [message(a, uid, 1), message(b, uid, 1), message(a, uid, 2)]
         )
@@ -157,7 +193,7 @@ class StoreTests:
     def test_duplicates_and_reused_seq(self):
         """A retried message returns its original seq; another message on a used seq is flagged."""
         uid = yield self.store.add_user(user(1), 1.0, None)
-        room = yield self.store.create_room("#a", uid, 1.0)
+        room = yield keyed_room(self.store, "#a", uid)
         results = yield self.store.append_messages(
             [message(room, uid, 1), message(room, uid, 1), message(room, uid, 1, b"other")]
         )
@@ -169,8 +205,8 @@ class StoreTests:
     def test_append_to_deleted_room_is_gone(self):
         """A message for a room deleted meanwhile is "gone"; the rest of its batch is stored."""
         uid = yield self.store.add_user(user(1), 1.0, None)
-        kept = yield self.store.create_room("#a", uid, 1.0)
-        deleted = yield self.store.create_room("#b", uid, 1.0)
+        kept = yield keyed_room(self.store, "#a", uid)
+        deleted = yield keyed_room(self.store, "#b", uid)
         yield self.store.delete_room(deleted)
         results = yield self.store.append_messages([message(deleted, uid, 1), message(kept, uid, 1)])
         self.assertEqual([(r.outcome, r.server_seq) for r in results],
@@ -180,7 +216,7 @@ class StoreTests:
     def test_history_pages(self):
         """History pages before or after a seq, oldest first, within the limit."""
         uid = yield self.store.add_user(user(1), 1.0, None)
-        room = yield self.store.create_room("#a", uid, 1.0)
+        room = yield keyed_room(self.store, "#a", uid)
         yield self.store.append_messages([message(room, uid, n) for n in range(1, 11)])
         after = yield self.store.history(room, None, 3, 4)
         self.assertEqual([r.server_seq for r in after], [4, 5, 6, 7])
@@ -259,7 +295,6 @@ class StoreTests:
 
 
 class SQLiteStoreTests(StoreTests, TestCase):
-    integrity_error = sqlite3.IntegrityError
 
     def open_store(self):
         if not hasattr(self, "path"):

@@ -10,6 +10,7 @@ is the SQLite store's, version for version, in PostgreSQL's types.
 """
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 from twisted.enterprise import adbapi
@@ -29,6 +30,7 @@ from securechat.server.store import (
     EpochRow,
     IStore,
     MessageRow,
+    NameTaken,
     RegistrationTokenInvalid,
     RoomRow,
     Snapshot,
@@ -38,6 +40,9 @@ from securechat.server.store import (
 )
 
 URL_SCHEMES = ("postgresql://", "postgres://")
+
+# Seconds to wait for PostgreSQL when the daemon starts, before saying it is unreachable.
+CONNECT_TIMEOUT_SECONDS = 5
 
 # A deadlock or serialization failure rolls the whole transaction back, so
 # running it again is safe; a few tries ride out a busy moment.
@@ -168,6 +173,10 @@ def connection_parameters(url: str) -> dict[str, str]:
     return psycopg2.extensions.parse_dsn(url)
 
 
+class StoreUnavailable(Exception):
+    """PostgreSQL cannot be reached at start; the message is one line naming it."""
+
+
 @implementer(IStore)
 class PostgresStore:
     def __init__(self, url: str):
@@ -179,6 +188,22 @@ class PostgresStore:
             cp_reconnect=True,
             **connection_parameters(url),
         )
+
+    @classmethod
+    def connect(cls, url: str) -> "PostgresStore":
+        """A store for C{url}, once a first connection proves the server is there
+        (blocking: the daemon is starting and serves nothing yet)."""
+        try:
+            parameters = connection_parameters(url)
+        except (ValueError, psycopg2.Error) as error:
+            raise StoreUnavailable(f"storage.database is not a usable URL: {error}") from None
+        where = f"{parameters.get('host', 'the local socket')}:{parameters.get('port', 5432)}"
+        try:
+            psycopg2.connect(**{"connect_timeout": CONNECT_TIMEOUT_SECONDS, **parameters}).close()
+        except psycopg2.Error as error:
+            reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+            raise StoreUnavailable(f"PostgreSQL at {where} is unreachable: {reason}") from None
+        return cls(url)
 
     @defer.inlineCallbacks
     def _run(self, interaction, *args, **kwargs):
@@ -201,6 +226,12 @@ class PostgresStore:
         # Migrating commits before the snapshot starts: a snapshot taken while
         # another daemon migrates would not see the tables it creates.
         return self._run(_migrate).addCallback(lambda _: self._run(_load))
+
+    def load_room(self, room_id: int):
+        return self._run(_load_room, room_id)
+
+    def load_user(self, user_id: int):
+        return self._run(_load_user, user_id)
 
     # -- accounts ------------------------------------------------------------
 
@@ -415,52 +446,92 @@ def _load(txn) -> Snapshot:
     # them would otherwise show members of a room the first did not load.
     txn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
     users = _load_users(txn)
-    txn.execute(
-        "SELECT id, name, topic, invite_only, password_hash, rekey_required, created,"
-        " COALESCE((SELECT MAX(server_seq) FROM messages WHERE room_id = rooms.id), 0)"
-        " FROM rooms"
-    )
+    txn.execute(_ROOM_SELECT)
     rooms = {r[0]: RoomRow(*r[:7], last_seq=r[7]) for r in txn.fetchall()}
-    txn.execute("SELECT room_id, user_id, role FROM members")
-    for room_id, user_id, role in txn.fetchall():
-        rooms[room_id].members[user_id] = role
-    txn.execute("SELECT room_id, user_id FROM bans")
-    for room_id, user_id in txn.fetchall():
-        rooms[room_id].bans.add(user_id)
-    txn.execute("SELECT room_id, user_id, inviter_id, signature FROM invites")
-    for room_id, user_id, inviter_id, signature in txn.fetchall():
-        rooms[room_id].invites[user_id] = (inviter_id, signature)
-    txn.execute(
-        "SELECT room_id, epoch, created, record, (SELECT COUNT(*) FROM messages"
-        " WHERE messages.room_id = current.room_id AND messages.epoch = current.epoch)"
-        " FROM (SELECT DISTINCT ON (room_id) room_id, epoch, created, record FROM epochs"
-        " ORDER BY room_id, epoch DESC) AS current"
-    )
-    for room_id, epoch, created, record, messages in txn.fetchall():
-        room = rooms[room_id]
-        room.epoch, room.epoch_created, room.epoch_record = epoch, created, record
-        room.epoch_messages = messages
-    txn.execute(
-        "SELECT room_id, user_id FROM wraps WHERE epoch ="
-        " (SELECT MAX(epoch) FROM epochs WHERE epochs.room_id = wraps.room_id)"
-    )
-    for room_id, user_id in txn.fetchall():
-        rooms[room_id].holders.add(user_id)
-    txn.execute(
-        "SELECT room_id, user_id, epoch, created, withheld_by, withheld_code, withheld_text"
-        " FROM wrap_requests"
-    )
+    _fill_rooms(txn, rooms)
+    txn.execute(_REQUESTS)
     requests = [WrapRequestRow(*r) for r in txn.fetchall()]
     return Snapshot(users, list(rooms.values()), requests)
 
 
-def _add_user(txn, user: UserRow, now: float, token_digest: bytes | None) -> int:
+_ROOM_SELECT = (
+    "SELECT id, name, topic, invite_only, password_hash, rekey_required, created,"
+    " COALESCE((SELECT MAX(server_seq) FROM messages WHERE room_id = rooms.id), 0)"
+    " FROM rooms"
+)
+
+_CURRENT_EPOCHS = (
+    "SELECT room_id, epoch, created, record, (SELECT COUNT(*) FROM messages"
+    " WHERE messages.room_id = current.room_id AND messages.epoch = current.epoch)"
+    " FROM (SELECT DISTINCT ON (room_id) room_id, epoch, created, record FROM epochs"
+    " WHERE {condition} ORDER BY room_id, epoch DESC) AS current"
+)
+
+_HOLDERS = (
+    "SELECT room_id, user_id FROM wraps WHERE epoch ="
+    " (SELECT MAX(epoch) FROM epochs WHERE epochs.room_id = wraps.room_id)"
+)
+
+_REQUESTS = (
+    "SELECT room_id, user_id, epoch, created, withheld_by, withheld_code, withheld_text"
+    " FROM wrap_requests"
+)
+
+
+def _fill_rooms(txn, rooms: dict[int, RoomRow], condition: str = "TRUE", args=()) -> None:
+    """Members, bans, invites, current epoch and key holders of C{rooms}
+    (every room, or those C{condition} on room_id picks)."""
+    txn.execute(f"SELECT room_id, user_id, role FROM members WHERE {condition}", args)
+    for room_id, user_id, role in txn.fetchall():
+        rooms[room_id].members[user_id] = role
+    txn.execute(f"SELECT room_id, user_id FROM bans WHERE {condition}", args)
+    for room_id, user_id in txn.fetchall():
+        rooms[room_id].bans.add(user_id)
+    txn.execute(f"SELECT room_id, user_id, inviter_id, signature FROM invites WHERE {condition}",
+                args)
+    for room_id, user_id, inviter_id, signature in txn.fetchall():
+        rooms[room_id].invites[user_id] = (inviter_id, signature)
+    txn.execute(_CURRENT_EPOCHS.format(condition=condition), args)
+    for room_id, epoch, created, record, messages in txn.fetchall():
+        room = rooms[room_id]
+        room.epoch, room.epoch_created, room.epoch_record = epoch, created, record
+        room.epoch_messages = messages
+    txn.execute(f"{_HOLDERS} AND {condition}", args)
+    for room_id, user_id in txn.fetchall():
+        rooms[room_id].holders.add(user_id)
+
+
+def _load_room(txn, room_id: int) -> tuple[RoomRow | None, list[WrapRequestRow]]:
+    txn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    txn.execute(f"{_ROOM_SELECT} WHERE id = %s", (room_id,))
+    found = txn.fetchone()
+    if found is None:
+        return None, []
+    rooms = {room_id: RoomRow(*found[:7], last_seq=found[7])}
+    _fill_rooms(txn, rooms, "room_id = %s", (room_id,))
+    txn.execute(f"{_REQUESTS} WHERE room_id = %s", (room_id,))
+    return rooms[room_id], [WrapRequestRow(*r) for r in txn.fetchall()]
+
+
+def _load_user(txn, user_id: int) -> UserRow | None:
     txn.execute(
-        "INSERT INTO users (nick, folded, sign_key, enc_key, enc_signature, fingerprint, created)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (user.nick, user.nick.casefold(), user.sign_key, user.enc_key, user.enc_signature,
-         user.fingerprint, now),
+        "SELECT id, nick, sign_key, enc_key, enc_signature, fingerprint, banned FROM users"
+        " WHERE id = %s", (user_id,)
     )
+    found = txn.fetchone()
+    return UserRow(*found) if found else None
+
+
+def _add_user(txn, user: UserRow, now: float, token_digest: bytes | None) -> int:
+    try:
+        txn.execute(
+            "INSERT INTO users (nick, folded, sign_key, enc_key, enc_signature, fingerprint,"
+            " created) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (user.nick, user.nick.casefold(), user.sign_key, user.enc_key, user.enc_signature,
+             user.fingerprint, now),
+        )
+    except psycopg2.errors.UniqueViolation:
+        raise NameTaken() from None
     user_id = txn.fetchone()[0]
     if token_digest is not None:
         # A concurrent use of the same token waits for this row, then sees
@@ -494,10 +565,13 @@ def _reset_user(txn, user: UserRow, token_digest: bytes) -> None:
 
 
 def _create_room(txn, name: str, owner_id: int, now: float) -> int:
-    txn.execute(
-        "INSERT INTO rooms (name, folded, created) VALUES (%s, %s, %s) RETURNING id",
-        (name, name.casefold(), now),
-    )
+    try:
+        txn.execute(
+            "INSERT INTO rooms (name, folded, created) VALUES (%s, %s, %s) RETURNING id",
+            (name, name.casefold(), now),
+        )
+    except psycopg2.errors.UniqueViolation:
+        raise NameTaken() from None
     room_id = txn.fetchone()[0]
     txn.execute(
         "INSERT INTO members (room_id, user_id, role, joined) VALUES (%s, %s, 'owner', %s)",
@@ -506,18 +580,22 @@ def _create_room(txn, name: str, owner_id: int, now: float) -> int:
     return room_id
 
 
-def _lock_rooms(txn, room_ids: set[int]) -> set[int]:
+def _lock_rooms(txn, room_ids: set[int]) -> dict[int, int | None]:
     """Lock the rooms' rows until commit, so that one writer at a time reads
-    and uses a room's next server_seq; return the rooms that still exist.
+    and uses a room's next server_seq; return, for each room that still
+    exists, the epoch messages may use now (None while it needs a new key).
 
     Always in id order, so two batches over the same rooms cannot deadlock.
     FOR NO KEY UPDATE leaves foreign-key checks (members joining, epochs
-    being added) free to proceed meanwhile."""
+    being added) free to proceed meanwhile, while a removal, which flags the
+    room for a new key, waits: another daemon's copy of the room may be a
+    moment old, the database's is not."""
     txn.execute(
-        "SELECT id FROM rooms WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+        "SELECT id, rekey_required, (SELECT MAX(epoch) FROM epochs WHERE room_id = rooms.id)"
+        " FROM rooms WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
         (sorted(room_ids),),
     )
-    return {r[0] for r in txn.fetchall()}
+    return {room_id: None if rekey else epoch for room_id, rekey, epoch in txn.fetchall()}
 
 
 def _append_messages(txn, rows: list[MessageRow]) -> list[AppendResult]:
@@ -526,6 +604,9 @@ def _append_messages(txn, rows: list[MessageRow]) -> list[AppendResult]:
     for row in rows:
         if row.room_id not in live:
             results.append(AppendResult("gone", 0))
+            continue
+        if live[row.room_id] != row.epoch:
+            results.append(AppendResult("stale", 0))
             continue
         # Read committed: this statement starts after the lock was granted,
         # so MAX sees every message the previous holder committed.

@@ -40,6 +40,7 @@ from securechat.server.store import (
     EpochConflict,
     EpochRow,
     MessageRow,
+    NameTaken,
     RegistrationTokenInvalid,
     RoomRow,
     UserRow,
@@ -148,6 +149,9 @@ class ChatService(service.Service):
             except RegistrationTokenInvalid:
                 raise WireError(Code.BAD_REGISTRATION_TOKEN,
                                 "that registration token is unknown or already used") from None
+            except NameTaken:
+                raise WireError(Code.NICK_TAKEN,
+                                f"the nick {nick} or this key was just registered") from None
         finally:
             self.accounts.release(nick)
         self.accounts.add(row)
@@ -263,6 +267,9 @@ class ChatService(service.Service):
             self.rooms.check_create(name, user.id)
             try:
                 room_id = yield self.store.create_room(name, user.id, self.now())
+            except NameTaken:
+                raise WireError(Code.NOT_ALLOWED,
+                                f"{name} was just created on another server; join again") from None
             finally:
                 self.rooms.release(name)
             room = RoomRow(room_id, name, "", False, None, False, self.now(),
@@ -467,6 +474,10 @@ class ChatService(service.Service):
             return
         if result.outcome == "gone":
             raise WireError(Code.NO_SUCH_ROOM, f"{room.name} was deleted")
+        if result.outcome == "stale":
+            self.replica.reload_room(room.id)
+            raise WireError(Code.REKEY_REQUIRED,
+                            f"{room.name} changed on another server; fetch its key and retry")
         if result.outcome == "seq_reused":
             raise WireError(Code.SEQ_REUSED,
                             f"seq {row.seq} already carried another message ({result.server_seq})")

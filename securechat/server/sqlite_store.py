@@ -21,6 +21,7 @@ from securechat.server.store import (
     EpochRow,
     IStore,
     MessageRow,
+    NameTaken,
     RegistrationTokenInvalid,
     RoomRow,
     Snapshot,
@@ -506,12 +507,15 @@ def _load_room(txn, room_id: int) -> tuple[RoomRow | None, list[WrapRequestRow]]
 
 
 def _add_user(txn, user: UserRow, now: float, token_digest: bytes | None) -> int:
-    txn.execute(
-        "INSERT INTO users (nick, folded, sign_key, enc_key, enc_signature, fingerprint, created)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (user.nick, user.nick.casefold(), user.sign_key, user.enc_key, user.enc_signature,
-         user.fingerprint, now),
-    )
+    try:
+        txn.execute(
+            "INSERT INTO users (nick, folded, sign_key, enc_key, enc_signature, fingerprint,"
+            " created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (user.nick, user.nick.casefold(), user.sign_key, user.enc_key, user.enc_signature,
+             user.fingerprint, now),
+        )
+    except sqlite3.IntegrityError:
+        raise NameTaken() from None
     user_id = txn.lastrowid
     if token_digest is not None:
         txn.execute(
@@ -543,9 +547,13 @@ def _reset_user(txn, user: UserRow, token_digest: bytes) -> None:
 
 
 def _create_room(txn, name: str, owner_id: int, now: float) -> int:
-    txn.execute(
-        "INSERT INTO rooms (name, folded, created) VALUES (?, ?, ?)", (name, name.casefold(), now)
-    )
+    try:
+        txn.execute(
+            "INSERT INTO rooms (name, folded, created) VALUES (?, ?, ?)",
+            (name, name.casefold(), now),
+        )
+    except sqlite3.IntegrityError:
+        raise NameTaken() from None
     room_id = txn.lastrowid
     txn.execute(
         "INSERT INTO members (room_id, user_id, role, joined) VALUES (?, ?, 'owner', ?)",

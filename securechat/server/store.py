@@ -15,6 +15,10 @@ class EpochConflict(Exception):
     """Another member published this epoch first."""
 
 
+class NameTaken(Exception):
+    """A nick, key or room name is already in the database (another daemon was first)."""
+
+
 class RegistrationTokenInvalid(Exception):
     """The registration token is unknown or already used."""
 
@@ -88,8 +92,9 @@ class AppendResult:
     """What became of one appended message.
 
     @ivar outcome: "stored", "duplicate" (this exact message was stored
-        before), "seq_reused" (the sender's seq was used by another message)
-        or "gone" (its room was deleted meanwhile).
+        before), "seq_reused" (the sender's seq was used by another message),
+        "gone" (its room was deleted meanwhile) or "stale" (another daemon
+        changed the room's key meanwhile; a shared database checks this).
     """
 
     outcome: str
