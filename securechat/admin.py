@@ -17,11 +17,10 @@ from cryptography import x509
 
 from securechat.config import ConfigError, build_settings
 from securechat.crypto.certificates import certificate_fingerprint, format_fingerprint
+from securechat.server.backends import DATABASE_FILE
 from securechat.server.passwords import new_registration_token, token_digest
 from securechat.server.sqlite_store import InlineRunner, SQLiteStore, create_private_file
 from securechat.server.tls import SELF_SIGNED_CERT
-
-DATABASE_FILE = "securechat.db"
 
 
 class AdminError(Exception):
@@ -61,12 +60,19 @@ def _settings(options):
         raise AdminError(str(error)) from None
 
 
-def _store(data_dir: str) -> SQLiteStore:
-    path = os.path.join(data_dir, DATABASE_FILE)
+def _database_path(settings) -> str:
+    if settings.postgres:
+        raise AdminError("this daemon keeps its data in PostgreSQL; securechat-admin manages "
+                         "SQLite databases only: use psql (docs/deploy.md, section 8)")
+    path = settings.database or os.path.join(settings.data_dir, DATABASE_FILE)
     if not os.path.exists(path):
-        raise AdminError(f"no database in {data_dir}: start the daemon once, or pass the "
+        raise AdminError(f"no database at {path}: start the daemon once, or pass the "
                          f"right --data-dir or --config")
-    store = SQLiteStore(InlineRunner(path))
+    return path
+
+
+def _store(settings) -> SQLiteStore:
+    store = SQLiteStore(InlineRunner(_database_path(settings)))
     store.load()
     return store
 
@@ -74,7 +80,7 @@ def _store(data_dir: str) -> SQLiteStore:
 def token_create(options, out) -> None:
     if not 1 <= options.count <= 1000:
         raise AdminError("--count takes 1 to 1000")
-    store = _store(_settings(options).data_dir)
+    store = _store(_settings(options))
     try:
         for _ in range(options.count):
             token = new_registration_token()
@@ -129,9 +135,9 @@ def fingerprint(options, out) -> None:
 def _database(options) -> sqlite3.Connection:
     """A connection to the daemon's database (after any pending migration); it waits
     out the daemon's transactions rather than failing on them."""
-    path = os.path.join(_settings(options).data_dir, DATABASE_FILE)
-    _store(os.path.dirname(path)).close()
-    connection = sqlite3.connect(path)
+    settings = _settings(options)
+    _store(settings).close()
+    connection = sqlite3.connect(_database_path(settings))
     connection.execute("PRAGMA busy_timeout=5000")
     return connection
 
@@ -176,7 +182,7 @@ def check(options, out) -> None:
         result = db.execute("PRAGMA integrity_check").fetchone()[0]
     if result != "ok":
         raise AdminError(f"database integrity check failed: {result}")
-    out.write(f"configuration ok; database {settings.data_dir}/{DATABASE_FILE} ok\n")
+    out.write(f"configuration ok; database {_database_path(settings)} ok\n")
 
 
 def main(argv=None, out=sys.stdout, err=sys.stderr) -> int:

@@ -4,13 +4,12 @@
 Composition only: every piece is built elsewhere and plugged together here.
 """
 
-import os
-
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.python import usage
 
 from securechat.config import SETTINGS, ConfigError, build_settings, prepare_data_dir
+from securechat.server.backends import Unavailable, open_fanout, open_store
 from securechat.server.daemonlog import DaemonLog, install_for_twistd
 from securechat.server.limits import ConnectionLimits
 from securechat.server.metrics import ServerMetrics, metrics_service
@@ -18,16 +17,12 @@ from securechat.server.protocol import ServerFactory
 from securechat.server.rooms import RoomLimits
 from securechat.server.service import ChatService, ServiceSettings
 from securechat.server.signals import ExitZeroOnTerm, ReloadOnHangup
-from securechat.server.sqlite_store import SQLiteStore, open_pool
 from securechat.server.tls import (
     ReloadableServerTLS,
     TLSMaterialError,
     TLSServerService,
     ensure_self_signed,
 )
-
-
-DATABASE_FILE = "securechat.db"
 
 
 class Options(usage.Options):
@@ -71,13 +66,15 @@ def makeService(config, reactor=None) -> MultiService:  # noqa: N802
         if not cert:
             cert, key = ensure_self_signed(data_dir, (settings.server_name,))
         tls = ReloadableServerTLS(cert, key)
-    except (ConfigError, TLSMaterialError, OSError) as error:
+        store = open_store(settings, data_dir)
+        fanout = open_fanout(settings, reactor)
+    except (ConfigError, TLSMaterialError, OSError, Unavailable) as error:
         raise SystemExit(f"securechat: {error}") from None
 
     root = MultiService()
     metrics = ServerMetrics()
     chat = ChatService(
-        SQLiteStore(open_pool(os.path.join(data_dir, DATABASE_FILE))),
+        store,
         reactor,
         ServiceSettings(
             settings.public_name,
@@ -85,6 +82,7 @@ def makeService(config, reactor=None) -> MultiService:  # noqa: N802
             RoomLimits(settings.rooms_per_user, settings.members_per_room, settings.topic_length),
         ),
         metrics=metrics,
+        fanout=fanout,
     )
     chat.setServiceParent(root)
     endpoint = TCP4ServerEndpoint(reactor, settings.port, interface=settings.interface)

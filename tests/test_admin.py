@@ -52,6 +52,16 @@ class AdminTests(SynchronousTestCase):
         self.assertEqual(code, 0)
         self.assertRegex(out, r"^sha256 Fingerprint=([0-9A-F]{2}:){31}[0-9A-F]{2}\n$")
 
+    def test_postgres_database_is_refused_in_one_line(self):
+        """A daemon configured for PostgreSQL gets one line saying admin manages SQLite only."""
+        config = self.mktemp()
+        with open(config, "w") as f:
+            f.write('[storage]\ndatabase = "postgresql://chat@db.internal/chat"\n')
+        code, _, err = self.run_admin("--config", config, "users")
+        self.assertEqual(code, 2)
+        self.assertEqual(err.count("\n"), 1)
+        self.assertIn("SQLite databases only", err)
+
     def test_errors_are_one_line(self):
         """A missing database or certificate is one line on stderr and exit code 2."""
         self.data_dir = self.mktemp()

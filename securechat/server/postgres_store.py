@@ -17,6 +17,7 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 from zope.interface import implementer
 
+from securechat.constants import DATABASE_CONNECT_TIMEOUT_SECONDS
 from securechat.server.sqlite_store import (
     MESSAGE_COLUMNS,
     NEWEST,
@@ -40,9 +41,6 @@ from securechat.server.store import (
 )
 
 URL_SCHEMES = ("postgresql://", "postgres://")
-
-# Seconds to wait for PostgreSQL when the daemon starts, before saying it is unreachable.
-CONNECT_TIMEOUT_SECONDS = 5
 
 # A deadlock or serialization failure rolls the whole transaction back, so
 # running it again is safe; a few tries ride out a busy moment.
@@ -199,7 +197,8 @@ class PostgresStore:
             raise StoreUnavailable(f"storage.database is not a usable URL: {error}") from None
         where = f"{parameters.get('host', 'the local socket')}:{parameters.get('port', 5432)}"
         try:
-            psycopg2.connect(**{"connect_timeout": CONNECT_TIMEOUT_SECONDS, **parameters}).close()
+            psycopg2.connect(**{"connect_timeout": DATABASE_CONNECT_TIMEOUT_SECONDS,
+                                **parameters}).close()
         except psycopg2.Error as error:
             reason = (str(error).strip() or type(error).__name__).splitlines()[0]
             raise StoreUnavailable(f"PostgreSQL at {where} is unreachable: {reason}") from None
