@@ -105,6 +105,19 @@ class ClusterTests(SynchronousTestCase):
         self.settle()
         self.assertIn("JOINED", verbs_of(alice.frames()))
 
+    def test_room_unheard_of_is_joined_not_created_twice(self):
+        """A join on daemon B for a room A made a moment ago, before B heard of it,
+        joins that room as a member instead of failing or making another."""
+        alice = self.user(0, "alice")
+        self.buses[0].cut()
+        alice.request("JOIN", "#lab")
+        self.buses[0].up = True
+        bob = self.user(1, "bob")
+        frames = bob.request("JOIN", "#Lab")
+        self.settle()
+        self.assertEqual((decode(frames[0])["role"], frames[-1].verb), ("member", "OK"))
+        self.assertEqual(len(self.daemons[1].service.rooms), 1)
+
     def test_message_reaches_a_member_on_the_other_daemon(self):
         """A message acknowledged on daemon A reaches bob on daemon B, with its server seq."""
         clients = self.room_with(("alice", 0), ("bob", 1))

@@ -152,8 +152,10 @@ class StoreTests:
     def test_room_name_taken(self):
         """A second room whose name differs only in case is NameTaken."""
         uid = yield self.store.add_user(user(1), 1.0, None)
-        yield self.store.create_room("#Lab", uid, 1.0)
+        room = yield self.store.create_room("#Lab", uid, 1.0)
         yield self.assertFailure(self.store.create_room("#lab", uid, 1.0), NameTaken)
+        self.assertEqual((yield self.store.room_id("#LAB")), room)
+        self.assertIsNone((yield self.store.room_id("#other")))
 
     @defer.inlineCallbacks
     def test_load_one_room_and_one_user(self):

@@ -232,6 +232,14 @@ class PostgresStore:
     def load_user(self, user_id: int):
         return self._run(_load_user, user_id)
 
+    def room_id(self, name: str):
+        def interaction(txn):
+            txn.execute("SELECT id FROM rooms WHERE folded = %s", (name.casefold(),))
+            found = txn.fetchone()
+            return found[0] if found else None
+
+        return self._run(interaction)
+
     # -- accounts ------------------------------------------------------------
 
     def add_user(self, user: UserRow, now: float, token_digest: bytes | None):

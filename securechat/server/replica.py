@@ -24,28 +24,37 @@ log = Logger()
 
 
 class _Serial:
-    """Runs one job per key at a time; asking again during a run means one more run."""
+    """Runs one job per key at a time. Asking during a run means one more run
+    after it; the Deferred returned fires once a run that started after the
+    asking has finished."""
 
     def __init__(self):
-        self._running: dict = {}
+        self._waiting: dict = {}
+
+    def run(self, key, job) -> defer.Deferred:
+        if key in self._waiting:
+            done = defer.Deferred()
+            self._waiting[key].append(done)
+            return done
+        self._waiting[key] = []
+        return self._loop(key, job)
 
     @defer.inlineCallbacks
-    def run(self, key, job):
-        if key in self._running:
-            self._running[key] = True
-            return
-        self._running[key] = False
+    def _loop(self, key, job):
+        served = []
         try:
             while True:
                 try:
                     yield job()
                 except Exception:
                     log.failure("re-reading {key} from the database failed", key=key)
-                if not self._running[key]:
+                for done in served:
+                    done.callback(None)
+                served, self._waiting[key] = self._waiting[key], []
+                if not served:
                     break
-                self._running[key] = False
         finally:
-            del self._running[key]
+            del self._waiting[key]
 
 
 @implementer(IClusterListener)

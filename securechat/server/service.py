@@ -261,23 +261,35 @@ class ChatService(service.Service):
     # -- rooms -----------------------------------------------------------------
 
     @defer.inlineCallbacks
+    def _create(self, user: UserRow, name: str):
+        """The new room, owned by C{user}; None if another daemon made it first
+        (it is then read in, and joined as any existing room)."""
+        self.rooms.check_create(name, user.id)
+        try:
+            room_id = yield self.store.create_room(name, user.id, self.now())
+        except NameTaken:
+            self.rooms.release(name)
+            room_id = yield self.store.room_id(name)
+            if room_id is None:
+                raise WireError(Code.NO_SUCH_ROOM, f"{name} was deleted meanwhile") from None
+            yield self.replica.reload_room(room_id)
+            return None
+        self.rooms.release(name)
+        room = RoomRow(room_id, name, "", False, None, False, self.now(),
+                       members={user.id: "owner"})
+        self.rooms.add_room(room)
+        self.fanout.room_changed(room.id)
+        log.info("{nick} created {room}", nick=user.nick, room=name)
+        return room
+
+    @defer.inlineCallbacks
     def join(self, user: UserRow, name: str, password: str | None):
         room = self.rooms.find(check_room(name))
         if room is None:
-            self.rooms.check_create(name, user.id)
-            try:
-                room_id = yield self.store.create_room(name, user.id, self.now())
-            except NameTaken:
-                raise WireError(Code.NOT_ALLOWED,
-                                f"{name} was just created on another server; join again") from None
-            finally:
-                self.rooms.release(name)
-            room = RoomRow(room_id, name, "", False, None, False, self.now(),
-                           members={user.id: "owner"})
-            self.rooms.add_room(room)
-            self.fanout.room_changed(room.id)
-            log.info("{nick} created {room}", nick=user.nick, room=name)
-            return [self._room_state(room, user), ok()]
+            created = yield self._create(user, name)
+            if created is not None:
+                return [self._room_state(created, user), ok()]
+            room = self.rooms.require(name)
         if user.id in room.members:
             return [self._room_state(room, user), ok()]
         password_ok = None

@@ -129,6 +129,9 @@ class IStore(Interface):
         """Fire with (L{RoomRow} or None if deleted, its L{WrapRequestRow}s), as
         stored now: another daemon changed it."""
 
+    def room_id(name):
+        """Fire with the id of the room called C{name} (any case), or None."""
+
     def load_user(user_id):
         """Fire with the L{UserRow} as stored now, or None."""
 
