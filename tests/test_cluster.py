@@ -118,6 +118,20 @@ class ClusterTests(SynchronousTestCase):
         self.assertEqual((decode(frames[0])["role"], frames[-1].verb), ("member", "OK"))
         self.assertEqual(len(self.daemons[1].service.rooms), 1)
 
+    def test_member_unheard_of_is_read_in_with_the_room(self):
+        """A room naming an account another daemon registered, whose notice was
+        lost, brings that account in: WHO lists it instead of failing."""
+        self.buses[0].cut()
+        alice = self.user(0, "alice")
+        self.buses[0].up = True
+        alice.request("JOIN", "#lab")
+        self.settle()
+        bob = self.user(1, "bob")
+        bob.request("JOIN", "#lab")
+        frames = bob.request("WHO", "#lab")
+        self.assertEqual(sorted(decode(f)["nick"] for f in frames if f.verb == "MEMBER"),
+                         ["alice", "bob"])
+
     def test_message_reaches_a_member_on_the_other_daemon(self):
         """A message acknowledged on daemon A reaches bob on daemon B, with its server seq."""
         clients = self.room_with(("alice", 0), ("bob", 1))

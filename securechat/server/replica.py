@@ -92,6 +92,7 @@ class Replica:
         room = service.rooms.get(room_id)
         while room is not None and room.last_seq < self._targets.get(room_id, 0):
             rows = yield service.store.history(room_id, None, room.last_seq, MAX_HISTORY_PAGE)
+            yield self._know_users({row.sender_id for row in rows})
             if not rows:
                 log.warn("{room} should have messages up to {seq} but has {last}",
                          room=room.name, seq=self._targets[room_id], last=room.last_seq)
@@ -114,6 +115,9 @@ class Replica:
     @defer.inlineCallbacks
     def _read_room(self, room_id: int):
         row, requests = yield self._service.store.load_room(room_id)
+        if row is not None:
+            yield self._know_users({*row.members, *(i for i, _ in row.invites.values()),
+                                    *(r.user_id for r in requests)})
         self._apply_room(room_id, row, requests)
         if row is not None and row.last_seq > self._service.rooms.get(room_id).last_seq:
             self.messages_up_to(room_id, row.last_seq)
@@ -132,6 +136,16 @@ class Replica:
         service.rooms.replace_room(row)
         service.requests.replace_room(room_id, requests)
         service.room_reloaded(row)
+
+    @defer.inlineCallbacks
+    def _know_users(self, user_ids):
+        """Read in accounts made on another daemon that a room or message names,
+        before anything here looks them up."""
+        for user_id in user_ids:
+            if self._service.accounts.get(user_id) is None:
+                row = yield self._service.store.load_user(user_id)
+                if row is not None and self._service.accounts.get(user_id) is None:
+                    self._service.accounts.add(row)
 
     def reload_user(self, user_id: int):
         return self._reads.run(("user", user_id), lambda: self._read_user(user_id))
