@@ -132,6 +132,19 @@ class ClusterTests(SynchronousTestCase):
         self.assertEqual(sorted(decode(f)["nick"] for f in frames if f.verb == "MEMBER"),
                          ["alice", "bob"])
 
+    def test_who_reads_members_fresh(self):
+        """WHO, which a client asks before wrapping a new key, lists a member who
+        joined through the other daemon even if that notice was lost."""
+        alice = self.user(0, "alice")
+        alice.request("JOIN", "#lab")
+        self.settle()
+        bob = self.user(1, "bob")
+        self.buses[1].cut()
+        bob.request("JOIN", "#lab")
+        frames = alice.request("WHO", "#lab")
+        self.assertEqual(sorted(decode(f)["nick"] for f in frames if f.verb == "MEMBER"),
+                         ["alice", "bob"])
+
     def test_message_reaches_a_member_on_the_other_daemon(self):
         """A message acknowledged on daemon A reaches bob on daemon B, with its server seq."""
         clients = self.room_with(("alice", 0), ("bob", 1))

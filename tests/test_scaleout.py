@@ -68,9 +68,9 @@ class ScaleOutTests(TestCase):
         reads what alice sends next with a key only a holder on A could give."""
         alice, bob = yield self.pair()
         alice.session.send_text("#lab", "from a")
-        yield until(lambda: self.texts(bob) == ["from a"])
+        yield until(lambda: self.texts(bob) == ["from a"], context=lambda: (bob.events[-6:], self.b.log[-2500:], self.a.log[-2500:]))
         bob.session.send_text("#lab", "from b")
-        yield until(lambda: self.texts(alice) == ["from b"])
+        yield until(lambda: self.texts(alice) == ["from b"], context=lambda: (alice.events[-6:], self.b.log[-3000:], self.a.log[-3000:]))
         carol = self.client("carol", self.b)
         yield carol.session.when_live()
         yield carol.session.join("#lab")

@@ -10,7 +10,7 @@ daemons, provides the same interface.
 from contextlib import contextmanager
 
 from twisted.internet import defer
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, implementer
 
 
 class IConnection(Interface):
@@ -67,10 +67,14 @@ class IFanOut(Interface):
     def online_here():
         """The set of user ids with a connection to this daemon."""
 
+    several_daemons = Attribute("Whether other daemons share this one's rooms.")
+
 
 @implementer(IFanOut)
 class LocalFanOut:
     """Fan-out within one daemon: a map from user id to live connections."""
+
+    several_daemons = False
 
     def __init__(self):
         self._sessions: dict[int, list] = {}

@@ -109,6 +109,13 @@ class Replica:
 
     # -- rooms, accounts -----------------------------------------------------
 
+    def fresh(self, room_id: int):
+        """Fires once this daemon's copy of the room is as new as the database's:
+        at once for a daemon alone, after a re-read when there are several."""
+        if not self._service.fanout.several_daemons:
+            return defer.succeed(None)
+        return self.reload_room(room_id)
+
     def reload_room(self, room_id: int):
         return self._reads.run(("room", room_id), lambda: self._read_room(room_id))
 

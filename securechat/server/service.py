@@ -443,7 +443,11 @@ class ChatService(service.Service):
         listed = sorted(rooms.values(), key=lambda r: fold(r.name))
         return [*(events.room_info(r) for r in listed), ok(str(len(listed)))]
 
+    @defer.inlineCallbacks
     def who(self, user: UserRow, name: str):
+        # A client asks just before it wraps a new key: with several daemons,
+        # the member list must include whoever joined through another one.
+        yield self.replica.fresh(self.rooms.require(name).id)
         room = self.rooms.require(name)
         if room.invite_only and user.id not in room.members:
             raise WireError(Code.NOT_MEMBER, f"{room.name} is invite-only")
