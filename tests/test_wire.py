@@ -1,9 +1,12 @@
 """Tests for securechat.wire: the pure line codec and verb grammar."""
 
+import re
+
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from securechat.wire import codec
 from securechat.wire import (
     CLIENT_VERBS,
     Code,
@@ -181,3 +184,26 @@ class VerbTests(SynchronousTestCase):
         self.assertEqual(ping.bind(parse_line(b"PING 1")), {"payload": None})
         with self.assertRaises(WireError):
             ping.bind(parse_line(b"PING 1 " + b64encode(b"x" * 65).encode()))
+
+
+class FastCheckTests(SynchronousTestCase):
+    """The codec's C-speed checks say exactly what the grammar's regular expressions say."""
+
+    @given(st.text(alphabet=st.characters(max_codepoint=0x2100), max_size=40))
+    def test_token_and_control_checks_match_the_grammar(self, text):
+        """_is_token is %x21-7E+ and _has_control is any C0, DEL or C1, on any string."""
+        self.assertEqual(codec._is_token(text), re.fullmatch(r"[\x21-\x7e]+", text) is not None)
+        self.assertEqual(codec._has_control(text),
+                         re.search(r"[\x00-\x1f\x7f-\x9f]", text) is not None)
+
+    @given(st.text(alphabet="AZaz09-_=+/ .\x00é", max_size=24))
+    def test_base64url_alphabet_check_matches_the_grammar(self, text):
+        """b64decode refuses exactly what is not base64url with at most two pads."""
+        valid = re.fullmatch(r"[A-Za-z0-9_-]*={0,2}", text) is not None
+        try:
+            b64decode(text)
+        except ValueError as error:
+            self.assertTrue(not valid or "length" in str(error) or "padding" in str(error).lower(),
+                            (text, error))
+        else:
+            self.assertTrue(valid, text)

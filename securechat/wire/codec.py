@@ -24,9 +24,23 @@ from securechat.wire.errors import NO_REQUEST_ID, Code, WireError
 
 _VERB = re.compile(rb"[A-Z][A-Z0-9_]{0,15}\Z")
 _REQUEST_ID = re.compile(rb"(?:[A-Za-z0-9._-]{1,%d}|\*)\Z" % MAX_REQUEST_ID_LENGTH)
-_TOKEN = re.compile(r"[\x21-\x7e]+\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_BASE64URL = re.compile(rb"[A-Za-z0-9_-]*={0,2}\Z")
+_BASE64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+# Every message passes through these checks twice (in and out), some of its
+# fields a kilobyte long: str methods written in C do them several times
+# faster than the equivalent regular expressions.
+
+
+def _has_control(text: str) -> bool:
+    """Any C0, DEL or C1 character? (They are never printable, so a printable
+    string needs no closer look.)"""
+    return not text.isprintable() and _CONTROL.search(text) is not None
+
+
+def _is_token(text: str) -> bool:
+    """One or more of %x21-7E: printable ASCII without a space."""
+    return text.isascii() and text.isprintable() and " " not in text and text != ""
 
 
 @dataclass(frozen=True)
@@ -81,7 +95,7 @@ def parse_line(line: bytes) -> Frame:
         text = rest.decode("utf-8")
     except UnicodeDecodeError:
         raise fail(Code.BAD_ENCODING, "line is not valid UTF-8") from None
-    if _CONTROL.search(text):
+    if _has_control(text):
         raise fail(Code.BAD_SYNTAX, "control character in line")
     return Frame(head[0].decode("ascii"), request_id, _split_args(text, fail))
 
@@ -95,7 +109,7 @@ def _split_args(text: str, fail) -> tuple[str, ...]:
         token, space, text = text.partition(" ")
         if not token:
             raise fail(Code.BAD_SYNTAX, "empty argument (two spaces in a row)")
-        if not _TOKEN.match(token):
+        if not _is_token(token):
             raise fail(Code.BAD_SYNTAX, "non-ASCII text must be the ':' argument")
         if space and not text:
             raise fail(Code.BAD_SYNTAX, "trailing space")
@@ -118,9 +132,9 @@ def encode_frame(verb: str, request_id: str, *args: str) -> bytes:
         raise ValueError(f"bad request id {request_id!r}")
     parts = [verb, request_id]
     for index, arg in enumerate(args):
-        if _CONTROL.search(arg):
+        if _has_control(arg):
             raise ValueError(f"control character in argument {index}")
-        if _TOKEN.match(arg) and not arg.startswith(":"):
+        if _is_token(arg) and not arg.startswith(":"):
             parts.append(arg)
         elif index == len(args) - 1:
             parts.append(":" + arg)
@@ -140,10 +154,10 @@ def b64decode(text: str) -> bytes:
     @raise ValueError: for any other alphabet, bad padding, or a length no
         encoder could have produced.
     """
-    raw = text.encode("ascii", "replace")
-    if not _BASE64URL.match(raw):
+    padded = text.encode("ascii", "replace")
+    raw = padded.rstrip(b"=")
+    if len(padded) - len(raw) > 2 or raw.translate(None, _BASE64URL_ALPHABET):
         raise ValueError("not base64url")
-    raw = raw.rstrip(b"=")
     if len(raw) % 4 == 1:
         raise ValueError("impossible base64 length")
     try:

@@ -43,25 +43,25 @@ class Param:
     optional: bool = False
 
     def convert(self, value: str, verb: str):
-        where = f"{verb} {self.name}"
         if len(value) > self._max_wire_length():
-            raise WireError(Code.BAD_ARGUMENTS, f"{where} is too long")
+            raise WireError(Code.BAD_ARGUMENTS, f"{verb} {self.name} is too long")
         if self.kind == "text":
             return value
         if self.kind == "int":
             if not _DECIMAL.match(value) or int(value) > _MAX_INT:
-                raise WireError(Code.BAD_ARGUMENTS, f"{where} must be a decimal integer")
+                raise WireError(Code.BAD_ARGUMENTS, f"{verb} {self.name} must be a decimal integer")
             return int(value)
         if self.kind == "b64":
             try:
                 data = b64decode(value)
             except ValueError as error:
-                raise WireError(Code.BAD_BASE64, f"{where}: {error}") from None
+                raise WireError(Code.BAD_BASE64, f"{verb} {self.name}: {error}") from None
             if len(data) > self.max_length:
-                raise WireError(Code.BAD_ARGUMENTS, f"{where} is over {self.max_length} bytes")
+                raise WireError(Code.BAD_ARGUMENTS,
+                                f"{verb} {self.name} is over {self.max_length} bytes")
             return data
         if " " in value or not value.isascii() or not value:
-            raise WireError(Code.BAD_ARGUMENTS, f"{where} must be one ASCII word")
+            raise WireError(Code.BAD_ARGUMENTS, f"{verb} {self.name} must be one ASCII word")
         return value
 
     def _max_wire_length(self) -> int:
