@@ -1,38 +1,48 @@
 """A load-generator worker: many chat clients in one process, on the
 project's wire codec, trust and login code, with no UI and no live crypto.
 
-The orchestrator (benchmarks.run) starts several workers, sends each a plan
-(one JSON line on stdin), waits until all say they are ready, says "go", and
-reads one JSON line of figures from each at the end. Everything expensive is
-done before "go": identities are loaded, epoch records for the room key
-rotations the daemon demands every 100 messages are signed in advance, and
-message tokens are random bytes (the server never decrypts; receivers only
-read the send time carried in the token's first 8 bytes).
+The orchestrator (benchmarks.run) starts several workers (see
+benchmarks.processes), sends each a plan, waits until all say they are
+ready, says "go", and reads one JSON line of figures from each at the end.
+Everything expensive is done before "go": identities are loaded, epoch
+records for the room key rotations the daemon demands every 100 messages are
+signed in advance, and message tokens are random bytes (the server never
+decrypts; receivers only read the send time carried in the token's first 8
+bytes).
+
+The daemon's clients pace every line to the flood limits announced at login,
+as the real client does: the daemon disconnects a client that floods it.
 """
 
 import base64
+import collections
 import json
 import math
 import os
 import struct
-import sys
 import time
 
+from OpenSSL import SSL
 from twisted.internet import defer, reactor, stdio, task
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
 
 from benchmarks import identities
+from securechat.client.session import PACING_MARGIN
 from securechat.client.trust import ServerTrust
+from securechat.constants import ROTATE_AFTER_MESSAGES
 from securechat.crypto.certificates import parse_fingerprint
 from securechat.crypto.identity import login_signature
 from securechat.crypto.roomkeys import new_epoch
 from securechat.lineprotocol import tls_exporter
+from securechat.ratelimit import TokenBucket
 from securechat.wire import SERVER_VERBS, b64encode, encode_frame, parse_line
 
 SIGNATURE_BYTES = 384
-RECORD_MARGIN = 1.5
+CONNECT_TIMEOUT = 60
+
+Reply = collections.namedtuple("Reply", "frame lines")
 
 
 class Histogram:
@@ -73,6 +83,11 @@ def sent_at(token_b64: bytes) -> float:
     return struct.unpack(">d", base64.urlsafe_b64decode(token_b64[:12])[:8])[0]
 
 
+def cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 class Line(LineReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 1 << 20
@@ -87,10 +102,39 @@ class Line(LineReceiver):
         self.factory.client.lost(reason)
 
 
+class SharedTrust(ServerTrust):
+    """The client's trust (the pinned fingerprint is checked on every connection)
+    with one TLS context for all: a context per connection, as a real client
+    has, would cost the load generator more than it measures."""
+
+    _context = None
+
+    def clientConnectionForTLS(self, tlsProtocol) -> SSL.Connection:  # noqa: N802
+        if self._context is None:
+            self._context = super().clientConnectionForTLS(tlsProtocol).get_context()
+        return SSL.Connection(self._context, None)
+
+
+class Peers:
+    """What every worker's clients share: the server, the trust in it, the counts."""
+
+    def __init__(self, plan: dict):
+        self.plan = plan
+        self.running = False  # sending, in the fanout scenarios
+        self.watching = False  # from "go" on, a lost connection is a failure
+        self.delivered = 0
+        self.errors: dict[str, int] = {}
+        self.latency = Histogram()
+        self.trust = SharedTrust(plan["host"], fingerprint=parse_fingerprint(plan["fingerprint"]))
+
+    def count(self, error: str) -> None:
+        self.errors[error] = self.errors.get(error, 0) + 1
+
+
 class Client:
     """One connection. Subclasses speak the daemon's protocol or the relay's."""
 
-    def __init__(self, worker, nick: str, identity, room: "Room", bind: str):
+    def __init__(self, worker: Peers, nick: str, identity, room: "Room", bind: str):
         self.worker = worker
         self.nick = nick
         self.identity = identity
@@ -98,36 +142,53 @@ class Client:
         self.bind = bind
         self.protocol = None
         self.ready = defer.Deferred()
+        self.established = False
         self.unacked = 0
         self.acked = 0
         self.seq = 0
-        self.sending = False
         self.resend: list = []
 
-    def connect(self):
+    def connect(self) -> defer.Deferred:
+        """Connect, log in and join; fires (or fails) with L{ready}, in bounded time."""
         plan = self.worker.plan
-        trust = ServerTrust(plan["host"], fingerprint=parse_fingerprint(plan["fingerprint"]))
-        endpoint = wrapClientTLS(trust, HostnameEndpoint(
-            reactor, plan["host"], plan["port"], timeout=30, bindAddress=(self.bind, 0)))
+        self.connect_started = time.time()
+        endpoint = wrapClientTLS(self.worker.trust, TCP4ClientEndpoint(
+            reactor, plan["host"], plan["port"], timeout=CONNECT_TIMEOUT,
+            bindAddress=(self.bind, 0)))
         factory = Factory.forProtocol(Line)
         factory.client = self
-        return endpoint.connect(factory)
+        endpoint.connect(factory).addErrback(self._failed)
+        return self.ready.addTimeout(CONNECT_TIMEOUT, reactor)
+
+    def _failed(self, failure) -> None:
+        if not self.ready.called:
+            self.ready.errback(failure)
+
+    def _joined(self) -> None:
+        if not self.ready.called:
+            self.established = True
+            self.ready.callback(self)
 
     def connected(self, protocol):
         self.protocol = protocol
 
     def lost(self, reason):
-        if self.worker.running:
-            self.worker.errors["connection lost"] = self.worker.errors.get("connection lost", 0) + 1
+        """A connection that never got ready failed; one that did is counted lost."""
+        self._failed(reason)
+        if self.worker.watching and self.established:
+            self.worker.count("connection lost")
 
     def delivered(self, token: bytes) -> None:
         self.worker.latency.add(time.time() - sent_at(token))
         self.worker.delivered += 1
 
+    def may_send(self) -> bool:
+        return True
+
     def fill(self) -> None:
         """Closed loop: keep the window full while the run lasts."""
         while self.worker.running and self.unacked < self.worker.plan["window"] \
-                and not self.room.rotating:
+                and self.room.may_send() and self.may_send():
             self.send_one()
 
     def acknowledged(self) -> None:
@@ -147,7 +208,7 @@ class RelayClient(Client):
         if line == b"OK":
             if self._join_pending:
                 self._join_pending = False
-                self.ready.callback(self)
+                self._joined()
             else:
                 self.acknowledged()
         elif line.startswith(b"MSG "):
@@ -160,41 +221,93 @@ class RelayClient(Client):
 
 
 class DaemonClient(Client):
-    """Speaks securechat's line protocol: login, join, MSG with rotations."""
+    """Speaks securechat's line protocol: login, join, MSG with rotations.
 
-    def __init__(self, *args):
+    @param login: LOGIN to an existing account rather than REGISTER it.
+    """
+
+    def __init__(self, *args, login: bool = False):
         super().__init__(*args)
+        self.login = login
+        self.bucket = None
+        self._held: collections.deque[bytes] = collections.deque()
+        self._wake = None
         self._ids = 0
-        self._replies: dict[bytes, object] = {}
+        self._replies: dict[bytes, defer.Deferred] = {}
+        self._lines: dict[bytes, list[bytes]] = {}
         self._messages: dict[bytes, tuple] = {}
 
+    # -- pacing ------------------------------------------------------------------
+
+    def write(self, line: bytes) -> None:
+        """Every line goes out within the announced flood limits; the excess waits."""
+        if self.bucket is None or (not self._held and self.bucket.take(reactor.seconds())):
+            self.protocol.transport.write(line)
+            return
+        self._held.append(line)
+        self._wait()
+
+    def may_send(self) -> bool:
+        """Whether a line would go out now (a message waiting would carry a stale time)."""
+        if self.bucket is None or (not self._held and not self.bucket.delay(reactor.seconds())):
+            return True
+        self._wait()
+        return False
+
+    def _wait(self) -> None:
+        if self._wake is None:
+            self._wake = reactor.callLater(self.bucket.delay(reactor.seconds()), self._woken)
+
+    def _woken(self) -> None:
+        self._wake = None
+        now = reactor.seconds()
+        while self._held and self.bucket.take(now):
+            self.protocol.transport.write(self._held.popleft())
+        if self._held:
+            self._wait()
+        elif self.worker.plan.get("mode") == "closed":
+            self.fill()
+
+    def lost(self, reason):
+        if self._wake is not None and self._wake.active():
+            self._wake.cancel()
+        super().lost(reason)
+
+    # -- requests ------------------------------------------------------------------
+
     def request(self, verb: str, *args: str) -> defer.Deferred:
+        """Fire with a L{Reply}: the final OK and the data lines before it."""
         self._ids += 1
-        request_id = str(self._ids)
+        request_id = str(self._ids).encode()
         d = defer.Deferred()
-        self._replies[request_id.encode()] = d
-        self.protocol.sendLine(encode_frame(verb, request_id, *args))
+        self._replies[request_id] = d
+        self._lines[request_id] = []
+        self.write(encode_frame(verb, request_id.decode(), *args) + b"\n")
         return d
 
     def received(self, line: bytes) -> None:
-        if line.startswith(b"MESSAGE "):
-            self.delivered(line.split(b" ", 9)[8])
-            return
         verb, _, rest = line.partition(b" ")
         request_id = rest.partition(b" ")[0]
-        if request_id in self._messages and verb in (b"OK", b"ERROR", b"DUPLICATE"):
+        if verb == b"MESSAGE" and request_id == b"*":
+            self.delivered(line.split(b" ", 9)[8])
+        elif request_id in self._messages and verb in (b"OK", b"ERROR", b"DUPLICATE"):
             self._message_reply(request_id, verb, line)
         elif verb == b"HELLO":
             self._hello(parse_line(line))
         elif verb in (b"OK", b"ERROR") and request_id in self._replies:
             d = self._replies.pop(request_id)
+            lines = self._lines.pop(request_id)
             frame = parse_line(line)
             if verb == b"OK":
-                d.callback(frame)
+                d.callback(Reply(frame, lines))
             else:
                 d.errback(RuntimeError(f"{frame.args[0]}: {frame.args[1]}"))
+        elif request_id in self._lines:
+            self._lines[request_id].append(line)
         elif verb == b"PING":
-            self.protocol.sendLine(encode_frame("PONG", request_id.decode()))
+            self.write(encode_frame("PONG", request_id.decode()) + b"\n")
+        elif verb == b"ERROR":
+            self.worker.count(line.split(b" ")[2].decode())
 
     @defer.inlineCallbacks
     def _hello(self, frame):
@@ -203,28 +316,40 @@ class DaemonClient(Client):
             signature = b64encode(login_signature(
                 self.identity, hello["server"], self.nick, hello["nonce"],
                 tls_exporter(self.protocol.transport)))
-            public = self.identity.public
-            yield self.request("REGISTER", self.nick, b64encode(public.sign_der),
-                               b64encode(public.enc_der), b64encode(public.enc_signature),
-                               signature)
+            if self.login:
+                reply = yield self.request("LOGIN", self.nick, signature)
+            else:
+                public = self.identity.public
+                reply = yield self.request("REGISTER", self.nick, b64encode(public.sign_der),
+                                           b64encode(public.enc_der),
+                                           b64encode(public.enc_signature), signature)
+            # OK <nick> <lines per second> <burst>: pace below both, as the client does.
+            _, rate, burst = reply.frame.args
+            self.bucket = TokenBucket(float(rate) * PACING_MARGIN,
+                                      max(1.0, float(burst) * PACING_MARGIN),
+                                      reactor.seconds())
             yield self.room.joined(self)
-            self.ready.callback(self)
+            self._joined()
         except Exception as error:
-            self.ready.errback(error)
+            self._failed(error)
+
+    # -- messages ------------------------------------------------------------------
 
     def send_one(self, message=None) -> None:
         if message is None:
             self.seq += 1
             message = (self.seq, b64encode(os.urandom(16)).encode(), self.worker.token())
-        if self.room.rotating:
+        if not self.room.may_send():
             self.resend.append(message)
+            self.room.settle()
             return
         self._ids += 1
         request_id = str(self._ids).encode()
         self._messages[request_id] = (message, self.room.epoch)
         self.unacked += 1
+        self.room.sent += 1
         seq, message_id, token = message
-        self.protocol.transport.write(b"MSG %s %s %d %d %s %s %s\n" % (
+        self.write(b"MSG %s %s %d %d %s %s %s\n" % (
             request_id, self.room.name.encode(), self.room.epoch, seq, message_id, token,
             self.worker.signature))
 
@@ -232,6 +357,7 @@ class DaemonClient(Client):
         message, epoch = self._messages.pop(request_id)
         if verb != b"ERROR":
             self.acknowledged()
+            self.room.settle()
             return
         self.unacked -= 1
         code = line.split(b" ")[2].decode()
@@ -241,12 +367,13 @@ class DaemonClient(Client):
                 self.room.rotate()
             self.send_one(message)
         elif code == "RATE_LIMITED":
-            # Over the flood limit: counted, and sent again a second later.
-            self.worker.errors[code] = self.worker.errors.get(code, 0) + 1
+            # Should not happen when paced: counted, and sent again a second later.
+            self.worker.count(code)
             self.unacked += 1
             reactor.callLater(1.0, self._retry, message)
         else:
-            self.worker.errors[code] = self.worker.errors.get(code, 0) + 1
+            self.worker.count(code)
+        self.room.settle()
 
     def _retry(self, message) -> None:
         self.unacked -= 1
@@ -261,12 +388,18 @@ class DaemonClient(Client):
 
 
 class Room:
-    """A room's members, and (for the daemon) its key epochs, signed in advance."""
+    """A room's members, and (for the daemon) its key epochs, signed in advance.
+
+    As the real client does, senders stop at the epoch's 100 messages and the
+    owner rotates once they are all acknowledged, rather than sending on into
+    REKEY_REQUIRED refusals that would waste the flood allowance.
+    """
 
     def __init__(self, name: str):
         self.name = name
         self.members: list[Client] = []
         self.epoch = 0
+        self.sent = 0
         self.rotating = False
         self._chain: list[tuple[str, str, str]] = []
 
@@ -280,37 +413,64 @@ class Room:
                                 b64encode(wraps[owner.fingerprint])))
             previous = record
 
+    def may_send(self) -> bool:
+        return not self.rotating and (not self._chain or self.sent < ROTATE_AFTER_MESSAGES)
+
+    def settle(self) -> None:
+        """Rotate once the epoch is used up and nothing sent in it is unanswered."""
+        if self._chain and self.sent >= ROTATE_AFTER_MESSAGES \
+                and not any(m.unacked for m in self.members):
+            self.rotate()
+
     def joined(self, client) -> defer.Deferred:
         return client.request("JOIN", self.name)
 
     def rotate(self) -> None:
         """One rotation at a time, by the room's owner, with the next signed record."""
+        owner = self.members[0]
         if self.rotating:
             return
         if self.epoch >= len(self._chain):
-            raise RuntimeError(f"{self.name}: ran out of prepared epochs")
+            owner.worker.count("ran out of prepared epochs")
+            return
         self.rotating = True
         record, signature, wrap = self._chain[self.epoch]
-        d = self.members[0].request("ROTATE", self.name, str(self.epoch + 1), record, signature,
-                                    wrap)
-        d.addCallback(self._rotated)
-        d.addErrback(lambda f: print(f"rotation failed: {f.getErrorMessage()}",
-                                     file=sys.stderr))
+        d = owner.request("ROTATE", self.name, str(self.epoch + 1), record, signature, wrap)
+        d.addCallbacks(self._rotated, self._refused)
+
+    def _refused(self, failure) -> None:
+        self.rotating = False
+        self.members[0].worker.count("ROTATE " + failure.getErrorMessage().split(":")[0])
 
     def _rotated(self, _):
         self.epoch += 1
+        self.sent = 0
         self.rotating = False
         for member in self.members:
             member.resume()
 
 
-class Worker:
+def connect_all(clients, in_flight: int) -> defer.Deferred:
+    """Connect C{clients} in order, at most C{in_flight} at a time; fire with the
+    failures (a list of (client, Failure)) once every one succeeded or failed."""
+    failures = []
+
+    def one(client):
+        d = client.connect()
+        d.addErrback(lambda failure: failures.append((client, failure)))
+        return d
+
+    work = (one(client) for client in clients)
+    cooperator = task.Cooperator()
+    d = defer.DeferredList([cooperator.coiterate(work) for _ in range(in_flight)])
+    return d.addCallback(lambda _: failures)
+
+
+class Worker(Peers):
+    """The fanout scenarios: rooms of members, a few senders each, for a while."""
+
     def __init__(self, plan: dict):
-        self.plan = plan
-        self.running = False
-        self.delivered = 0
-        self.errors: dict[str, int] = {}
-        self.latency = Histogram()
+        super().__init__(plan)
         self.signature = b64encode(os.urandom(SIGNATURE_BYTES)).encode()
         self._body = os.urandom(plan["token_bytes"] - 8)
         self.rooms: list[Room] = []
@@ -340,31 +500,37 @@ class Worker:
                 room.prepare_chain(plan["epochs"], int(time.time()))
                 room.rotate()
             yield self._connect(room.members[1:])
-        while any(room.rotating for room in self.rooms):
+        for _ in range(600):
+            if not any(room.rotating for room in self.rooms):
+                break
             yield task.deferLater(reactor, 0.05, lambda: None)
+        if plan["server"] == "daemon" and any(room.epoch == 0 for room in self.rooms):
+            raise RuntimeError(f"no first key in {self.errors or 'time'}")
 
     @defer.inlineCallbacks
     def _connect(self, clients):
-        for start in range(0, len(clients), 50):
-            batch = clients[start:start + 50]
-            for client in batch:
-                client.connect().addErrback(client.ready.errback)
-            yield defer.gatherResults([c.ready for c in batch], consumeErrors=True)
+        failures = yield connect_all(clients, 50)
+        if failures:
+            failures[0][1].raiseException()
 
     @defer.inlineCallbacks
     def run(self):
         plan = self.plan
         senders = [c for room in self.rooms for c in room.members[:plan["senders_per_room"]]]
-        self.running = True
-        started = os.times()
+        self.running = self.watching = True
+        started = cpu_seconds()
         calls = []
         if plan["mode"] == "closed":
             for client in senders:
                 client.fill()
         else:
+            # A late tick sends every message it owes: the offered load holds even
+            # when this process falls behind (it would be lower, and unsaid, if
+            # missed ticks were skipped).
             interval = len(senders) / plan["rate"] if senders else 1.0
             for n, client in enumerate(senders):
-                call = task.LoopingCall(client.send_one)
+                call = task.LoopingCall.withCount(
+                    lambda count, client=client: [client.send_one() for _ in range(count)])
                 reactor.callLater(n * interval / len(senders), call.start, interval)
                 calls.append(call)
         yield task.deferLater(reactor, plan["duration"], lambda: None)
@@ -379,7 +545,6 @@ class Worker:
             last = self.delivered
             yield task.deferLater(reactor, 0.2, lambda: None)
             waited += 0.2
-        ended = os.times()
         members = {room.name: len(room.members) for room in self.rooms}
         return {
             "sent": sum(c.acked for c in senders),
@@ -387,38 +552,45 @@ class Worker:
             "delivered": self.delivered,
             "latency": self.latency.counts,
             "errors": self.errors,
-            "cpu": (ended.user - started.user) + (ended.system - started.system),
+            "cpu": cpu_seconds() - started,
         }
 
 
 class Control(LineReceiver):
-    """The orchestrator's channel: a plan, then "go"; figures come back as JSON lines."""
+    """The orchestrator's channel: a plan, then commands ("go", then whatever the
+    worker has a method for); each answer is one JSON line. The worker ends when
+    the orchestrator closes the channel."""
 
     delimiter = b"\n"
+    MAX_LENGTH = 1 << 24
+
+    def __init__(self, worker_class):
+        self.worker_class = worker_class
 
     def lineReceived(self, line):  # noqa: N802
         if line.startswith(b"{"):
-            self.worker = Worker(json.loads(line))
-            self.worker.setup().addCallbacks(self._ready, self._failed)
-        elif line == b"go":
-            self.worker.run().addCallbacks(self._done, self._failed)
+            self.worker = self.worker_class(json.loads(line))
+            self._answer(self.worker.setup, "ready")
+        else:
+            command = line.decode()
+            self._answer(getattr(self.worker, "run" if command == "go" else command), command)
 
-    def _ready(self, _):
-        self.sendLine(json.dumps({"ready": True}).encode())
+    def _answer(self, method, key: str) -> None:
+        d = defer.maybeDeferred(method)
+        d.addCallback(lambda value: self.sendLine(json.dumps({key: value}).encode()))
+        d.addErrback(lambda failure: self.sendLine(
+            json.dumps({"error": failure.getErrorMessage()}).encode()))
 
-    def _done(self, figures):
-        self.sendLine(json.dumps({"figures": figures}).encode())
-        reactor.callLater(0, reactor.stop)
-
-    def _failed(self, failure):
-        self.sendLine(json.dumps({"error": failure.getErrorMessage()}).encode())
-        reactor.callLater(0, reactor.stop)
+    def connectionLost(self, reason):  # noqa: N802
+        if reactor.running:
+            reactor.stop()
 
 
-def main() -> None:
-    stdio.StandardIO(Control())
+def serve(worker_class) -> None:
+    """Run a worker process for the orchestrator (see benchmarks.processes)."""
+    stdio.StandardIO(Control(worker_class))
     reactor.run()
 
 
 if __name__ == "__main__":
-    main()
+    serve(Worker)
