@@ -9,6 +9,7 @@ from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
 from securechat.constants import PRESENCE_HEARTBEAT_SECONDS, PRESENCE_MISSED_HEARTBEATS
+from securechat.server import events
 from securechat.server.cluster import ClusterFanOut, decode_notice, encode_notice
 from securechat.wire import encode_frame
 from tests.serverharness import Server, decode, verbs_of
@@ -145,6 +146,25 @@ class ClusterTests(SynchronousTestCase):
         self.assertEqual(sorted(decode(f)["nick"] for f in frames if f.verb == "MEMBER"),
                          ["alice", "bob"])
 
+    def test_join_survives_a_re_read_that_began_before_it(self):
+        """A re-read of the room that began before a join committed, and so
+        lacks the joiner, is dropped when it lands: the joiner stays a member."""
+        alice = self.user(0, "alice")
+        alice.request("JOIN", "#lab")
+        self.settle()
+        service = self.daemons[1].service
+        room = service.rooms.find("#lab")
+        before = self.successResultOf(service.store.load_room(room.id))
+        bob = self.user(1, "bob")
+        in_flight = defer.Deferred()
+        reads = iter([in_flight])
+        service.store.load_room = lambda room_id: next(reads, defer.Deferred())
+        service.replica.reload_room(room.id)
+        frames = bob.request("JOIN", "#lab")
+        self.assertEqual(verbs_of(frames)[-2:], ["ROOM", "OK"])
+        in_flight.callback(before)
+        self.assertIn(service.accounts.find("bob").id, room.members)
+
     def test_message_reaches_a_member_on_the_other_daemon(self):
         """A message acknowledged on daemon A reaches bob on daemon B, with its server seq."""
         clients = self.room_with(("alice", 0), ("bob", 1))
@@ -233,6 +253,25 @@ class ClusterTests(SynchronousTestCase):
             self.clock.advance(PRESENCE_HEARTBEAT_SECONDS)
             self.settle()
         self.assertFalse(fanout.online(alice))
+
+
+    def test_message_stored_during_a_catch_up_is_delivered_once(self):
+        """A message delivered as next in line while older ones are being read
+        back reaches members once: the read skips it."""
+        clients = self.room_with(("alice", 0), ("bob", 1))
+        self.buses[0].cut()
+        self.send(clients, "alice")
+        self.send(clients, "alice")
+        service = self.daemons[1].service
+        room = service.rooms.find("#lab")
+        rows = self.successResultOf(service.store.history(room.id, None, 0, 10))
+        pending = defer.Deferred()
+        service.store.history = lambda *args: pending
+        service.replica.messages_up_to(room.id, 2)
+        line = events.line("*", events.message(room, rows[0], "alice"))
+        service.replica.deliver(room, rows[0], line, None)
+        pending.callback(rows)
+        self.assertEqual([decode(f)["server_seq"] for f in clients["bob"].frames()], [1, 2])
 
 
 class NoticeTests(SynchronousTestCase):

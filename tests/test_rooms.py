@@ -82,3 +82,14 @@ class RoomRegistryTests(SynchronousTestCase):
         secret.invite_only = True
         registry = RoomRegistry([room(1, "#open"), secret])
         self.assertEqual([r.name for r in registry.public_rooms()], ["#open"])
+
+    def test_replaced_room_keeps_its_object(self):
+        """A room re-read from the database updates the object already held (a
+        request in flight holds it) and the index of each member's rooms."""
+        held = room(members={1: "owner", 2: "member"})
+        registry = RoomRegistry([held])
+        registry.replace_room(room(members={1: "owner", 3: "member"}, epoch=4))
+        self.assertIs(registry.find("#lab"), held)
+        self.assertEqual((held.members, held.epoch), ({1: "owner", 3: "member"}, 4))
+        self.assertEqual([r.id for r in registry.rooms_of(3)], [1])
+        self.assertEqual(registry.rooms_of(2), [])

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_replica -*-
+# -*- test-case-name: tests.test_cluster -*-
 """This daemon's copy of the shared state, kept in step with the database.
 
 One daemon alone holds the only copy of its rooms and accounts in memory;
@@ -57,13 +57,80 @@ class _Serial:
             del self._waiting[key]
 
 
+# Store methods that change one room, with where its id is in their arguments.
+_ROOM_ID_FIRST = frozenset({"add_member", "remove_member", "unban", "set_role", "update_room",
+                            "add_invite", "delete_room", "delete_wrap_request"})
+_ROW_FIRST = frozenset({"add_epoch", "add_wrap", "put_wrap_request"})
+
+
+class _TrackedStore:
+    """The store, telling the replica which room each write changes and when
+    it has committed. Everything else passes straight through."""
+
+    def __init__(self, store, replica: "Replica"):
+        self._store = store
+        self._replica = replica
+
+    def __getattr__(self, name):
+        method = getattr(self._store, name)
+        if name in _ROOM_ID_FIRST:
+            return self._tracked(method, lambda args: args[0])
+        if name in _ROW_FIRST:
+            return self._tracked(method, lambda args: args[0].room_id)
+        return method
+
+    def _tracked(self, method, room_of):
+        def write(*args, **kwargs):
+            room_id = room_of(args)
+            self._replica.write_started(room_id)
+            return method(*args, **kwargs).addBoth(self._replica.write_ended, room_id)
+
+        return write
+
+
 @implementer(IClusterListener)
 class Replica:
+    """A re-read must never undo a change this daemon is making: a read that
+    began before one of this daemon's writes to the room committed, or lands
+    while one is under way (its change already applied here), is dropped, and
+    the room is read again once the write is done."""
+
     def __init__(self, service):
         self._service = service
         self._reads = _Serial()
         self._targets: dict[int, int] = {}
         self._echo_excluded: dict[tuple[int, int], object] = {}
+        self._writing: dict[int, int] = {}
+        self._writes_done: dict[int, int] = {}
+        self._read_again: set[int] = set()
+
+    def tracking(self, store):
+        """The store as the service should use it: see L{_TrackedStore}."""
+        return _TrackedStore(store, self)
+
+    def write_started(self, room_id: int) -> None:
+        self._writing[room_id] = self._writing.get(room_id, 0) + 1
+
+    def write_ended(self, result, room_id: int):
+        self._writing[room_id] -= 1
+        if not self._writing[room_id]:
+            del self._writing[room_id]
+        self._writes_done[room_id] = self._writes_done.get(room_id, 0) + 1
+        if room_id in self._read_again and room_id not in self._writing:
+            self._read_again.discard(room_id)
+            self.reload_room(room_id)
+        return result
+
+    def _overtaken(self, room_id: int, writes_done: int) -> bool:
+        """Whether a read that began when C{writes_done} writes were done may
+        be older than what this daemon holds; if so, it is read again later."""
+        if room_id in self._writing:
+            self._read_again.add(room_id)
+            return True
+        if self._writes_done.get(room_id, 0) != writes_done:
+            self.reload_room(room_id)
+            return True
+        return False
 
     # -- messages ------------------------------------------------------------
 
@@ -98,6 +165,8 @@ class Replica:
                          room=room.name, seq=self._targets[room_id], last=room.last_seq)
                 break
             for row in rows:
+                if row.server_seq <= room.last_seq:
+                    continue  # delivered meanwhile, as the next in line
                 line = events.line("*", events.message(room, row, service.nick(row.sender_id)))
                 service.fanout.deliver_here(
                     room.members, line, self._echo_excluded.pop((room_id, row.server_seq), None))
@@ -121,13 +190,18 @@ class Replica:
 
     @defer.inlineCallbacks
     def _read_room(self, room_id: int):
+        writes_done = self._writes_done.get(room_id, 0)
         row, requests = yield self._service.store.load_room(room_id)
         if row is not None:
             yield self._know_users({*row.members, *(i for i, _ in row.invites.values()),
                                     *(r.user_id for r in requests)})
+        if self._overtaken(room_id, writes_done):
+            return
+        stored = row.last_seq if row is not None else 0
         self._apply_room(room_id, row, requests)
-        if row is not None and row.last_seq > self._service.rooms.get(room_id).last_seq:
-            self.messages_up_to(room_id, row.last_seq)
+        room = self._service.rooms.get(room_id)
+        if room is not None and stored > room.last_seq:
+            self.messages_up_to(room_id, stored)
 
     def _apply_room(self, room_id: int, row, requests) -> None:
         service = self._service
@@ -182,6 +256,7 @@ class Replica:
     @defer.inlineCallbacks
     def resync(self):
         """Everything, after the bus was down: any notice may have been lost."""
+        writes_done = dict(self._writes_done)
         snapshot = yield self._service.store.load()
         for user in snapshot.users:
             self._apply_user(user)
@@ -190,9 +265,12 @@ class Replica:
             requests.setdefault(request.room_id, []).append(request)
         stored = {room.id: room for room in snapshot.rooms}
         for room in list(self._service.rooms):
-            if room.id not in stored:
+            if room.id not in stored and not self._overtaken(room.id,
+                                                             writes_done.get(room.id, 0)):
                 self._apply_room(room.id, None, [])
         for room in snapshot.rooms:
+            if self._overtaken(room.id, writes_done.get(room.id, 0)):
+                continue
             last = room.last_seq
             self._apply_room(room.id, room, requests.get(room.id, []))
             self.messages_up_to(room.id, last)

@@ -156,11 +156,20 @@ class RoomRegistry:
         return (ops or list(room.members))[0]
 
     def replace_room(self, room: RoomRow) -> None:
-        """The room as another daemon left it, re-read from the database."""
+        """The room as another daemon left it, re-read from the database.
+
+        Copied into the object already held, not swapped for it: a request in
+        flight (a message waiting for its commit) holds that object, and
+        what it changes must land on the room everybody sees."""
         current = self._by_id.get(room.id)
-        if current is not None:
-            self.delete_room(current)
-        self.add_room(room)
+        if current is None:
+            self.add_room(room)
+            return
+        for user_id in current.members:
+            self._rooms_of.get(user_id, set()).discard(room.id)
+        vars(current).update(vars(room))
+        for user_id in current.members:
+            self._rooms_of.setdefault(user_id, set()).add(room.id)
 
     def delete_room(self, room: RoomRow) -> None:
         del self._by_id[room.id]

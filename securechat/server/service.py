@@ -71,7 +71,6 @@ class ChatService(service.Service):
 
     def __init__(self, store, clock, settings: ServiceSettings, run_blocking=None,
                  fanout=None, metrics: ServerMetrics | None = None):
-        self.store = store
         self.clock = clock
         self.settings = settings
         self.fanout = fanout or LocalFanOut()
@@ -85,6 +84,7 @@ class ChatService(service.Service):
         self.rooms: RoomRegistry | None = None
         self.requests: WrapRequestQueue | None = None
         self.replica = Replica(self)
+        self.store = self.replica.tracking(store)
         self.operator: OperatorChanges | None = None
         self._history: dict[int, str] = {}
 
