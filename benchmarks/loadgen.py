@@ -140,6 +140,7 @@ class Client:
         self.identity = identity
         self.room = room
         self.bind = bind
+        self.port = worker.plan["port"]
         self.protocol = None
         self.ready = defer.Deferred()
         self.established = False
@@ -153,7 +154,7 @@ class Client:
         plan = self.worker.plan
         self.connect_started = time.time()
         endpoint = wrapClientTLS(self.worker.trust, TCP4ClientEndpoint(
-            reactor, plan["host"], plan["port"], timeout=CONNECT_TIMEOUT,
+            reactor, plan["host"], self.port, timeout=CONNECT_TIMEOUT,
             bindAddress=(self.bind, 0)))
         factory = Factory.forProtocol(Line)
         factory.client = self
@@ -491,6 +492,9 @@ class Worker(Peers):
             self.rooms.append(room)
             for nick, index, bind in spec["members"]:
                 client = kind(self, nick, keys[index], room, bind)
+                # Several daemons: every room has members on each.
+                ports = plan.get("ports", [plan["port"]])
+                client.port = ports[index % len(ports)]
                 room.members.append(client)
                 self.clients.append(client)
         for room in self.rooms:

@@ -31,6 +31,29 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT = 300.0
 
 
+def cpu_seconds(pid: int, with_children: bool = False) -> float:
+    """User and system CPU of a process (and of its live children), from /proc."""
+    pids = [pid]
+    if with_children:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                            pids.append(int(entry))
+                except (OSError, IndexError):
+                    continue
+    total = 0
+    for each in pids:
+        try:
+            with open(f"/proc/{each}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICKS
+
+
 def raise_file_limit() -> None:
     """Soft RLIMIT_NOFILE up to the hard limit (run in each child before exec)."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -62,9 +85,7 @@ class Server:
     started_in: float
 
     def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.process.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICKS
+        return cpu_seconds(self.process.pid)
 
     def rss_bytes(self) -> int:
         with open(f"/proc/{self.process.pid}/status") as f:
@@ -83,11 +104,12 @@ class Server:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_server(kind: str, data_dir: str | None = None) -> Server:
+def start_server(kind: str, data_dir: str | None = None, options=()) -> Server:
     """A fresh relay or daemon on a free port, serving once it is ready.
 
     @param data_dir: the daemon's data dir (removed on stop); a new empty one
         if None.
+    @param options: more daemon options (--database, --redis, ...).
     """
     workdir = data_dir or tempfile.mkdtemp(prefix=f"bench-{kind}-")
     if kind == "relay":
@@ -95,7 +117,7 @@ def start_server(kind: str, data_dir: str | None = None) -> Server:
     else:
         args = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                 "--nodaemon", "--pidfile=", "securechat", "--interface", "127.0.0.1",
-                "--port", "0", "--data-dir", workdir]
+                "--port", "0", "--data-dir", workdir, *options]
     started = time.monotonic()
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env=environment(), cwd=ROOT, preexec_fn=raise_file_limit)

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from benchmarks import connections, crypto_costs, fanout, history, identities, plot
+from benchmarks import connections, crypto_costs, fanout, history, identities, plot, scaleout
 from benchmarks.fanout import Scenario
 from benchmarks.processes import ROOT
 from benchmarks.report import Table, ms
@@ -37,6 +37,7 @@ class Size:
     connection_runs: int
     history: history.Spec
     history_runs: int
+    scaleout: Scenario | None = None  # one daemon against two, on PostgreSQL (and Redis)
 
 
 def _fanout(duration: float, rooms: int = 10, members: int = 20,
@@ -50,18 +51,20 @@ def _connections(settle: float) -> tuple[connections.Spec, ...]:
     return tuple(connections.Spec(count, settle=settle) for count in (1000, 5000, 10000))
 
 
+_SMOKE = Scenario("fanout-smoke", 2, 3, 1, "rate", 1.0, rate=50)
+
 SIZES = {
     "full": Size("every row the median of 3 runs; fanout runs of 10 s", 3, _fanout(10.0),
                  (250, 500, 2000), 3, _connections(settle=3.0), 3,
-                 history.Spec(1_000_000, 10_000, 200), 3),
+                 history.Spec(1_000_000, 10_000, 200), 3, _fanout(10.0)[1]),
     "short": Size("fanout runs of 2 s; fanout-max the median of 3 runs, every other row "
-                  "and point one run", 3, _fanout(2.0), (500,), 1,
-                  _connections(settle=1.0), 1, history.Spec(1_000_000, 10_000, 200), 1),
+                  "and point one run; two daemons only with --scenario scaleout", 3,
+                  _fanout(2.0), (500,), 1, _connections(settle=1.0), 1,
+                  history.Spec(1_000_000, 10_000, 200), 1),
     # For the test suite: proves the harness runs end to end, measures nothing.
-    "smoke": Size("a tiny version of each scenario, one run each", 1,
-                  (Scenario("fanout-smoke", 2, 3, 1, "rate", 1.0, rate=50),),
+    "smoke": Size("a tiny version of each scenario, one run each", 1, (_SMOKE,),
                   (), 1, (connections.Spec(40, accounts=20, settle=0.2, in_flight=20),), 1,
-                  history.Spec(2000, 500, 20), 1),
+                  history.Spec(2000, 500, 20), 1, _SMOKE),
 }
 
 
@@ -142,6 +145,19 @@ def _history_rows(spec: Size, options, table: Table) -> None:
     table.rows("history", history.rows(spec.history, outcome))
 
 
+def _scaleout_rows(spec: Size, options, table: Table) -> None:
+    """One daemon against two (PostgreSQL for both, Redis between the two)."""
+    scenario = spec.scaleout or (SIZES["full"].scaleout if options.scenario == "scaleout"
+                                 else None)
+    if scenario is None or options.scenario not in (None, "scaleout"):
+        return
+    one, two = (fanout.median_outcome([scaleout.run_once(scenario, daemons, options.workers)
+                                       for _ in range(spec.rate_runs)]) for daemons in (1, 2))
+    table.section(["scale-out", "metric", "one daemon", "two daemons", "ratio"],
+                  [[f"{scenario.name}, PostgreSQL", *row]
+                   for row in scaleout.rows(scenario, one, two)])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks.run", description=__doc__)
     parser.add_argument("--size", choices=sorted(SIZES), default="short")
@@ -150,7 +166,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "latest.md"))
     parser.add_argument("--plot", help="where the PNG goes (default: next to --out)")
     parser.add_argument("--scenario", help="run only this fanout scenario, or 'sweep', "
-                                           "'connections' or 'history'")
+                                           "'connections', 'history' or 'scaleout'")
     parser.add_argument("--profile", metavar="PREFIX",
                         help="record each fanout server with py-spy into "
                              "PREFIX-scenario-server.folded (collapsed stacks)")
@@ -171,6 +187,7 @@ def main(argv=None) -> int:
     _timed(_connection_rows, spec, options, table)
     _timed(_history_rows, spec, options, table)
     _timed(_sweep, spec, measured, options, table)
+    _timed(_scaleout_rows, spec, options, table)
     table.section(["client crypto", "cost"], [list(row) for row in crypto_costs.measure(
         members=500 if options.size != "smoke" else 5)])
     table.write(options.out)

@@ -67,7 +67,10 @@ def _postgres_bin_dir() -> str:
     return max(versions, key=lambda path: [int(n) for n in path.split("/")[-2].split(".")])
 
 
-class _Postgres:
+class PrivatePostgres:
+    """A PostgreSQL server of our own: initdb in a temporary folder, a unix
+    socket there, stopped (and removed) at exit or by stop()."""
+
     def __init__(self):
         self._bin = _postgres_bin_dir()
         account = _server_account()
@@ -119,8 +122,15 @@ class _Postgres:
         with self._admin.cursor() as cursor:
             cursor.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
+    @property
+    def pid(self) -> int:
+        """The postmaster's process id (its backends are its children)."""
+        with open(os.path.join(self._data, "postmaster.pid")) as f:
+            return int(f.readline())
+
     def stop(self) -> None:
-        self._run("pg_ctl", "--pgdata", self._data, "--mode", "immediate", "--wait", "stop")
+        if os.path.exists(self._data):
+            self._run("pg_ctl", "--pgdata", self._data, "--mode", "immediate", "--wait", "stop")
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -180,6 +190,10 @@ class PrivateRedis:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     def restart(self, *options: str) -> None:
         self.stop()
         self.start(*options)
@@ -197,7 +211,7 @@ def _service(kind):
 def postgres_database(case) -> str:
     """The URL of a new, empty database on the private PostgreSQL, dropped
     after C{case}'s test (even if connections to it are still open)."""
-    server = _service(_Postgres)
+    server = _service(PrivatePostgres)
     name = server.create_database()
     case.addCleanup(server.drop_database, name)
     return server.url(name)

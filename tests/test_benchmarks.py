@@ -43,6 +43,12 @@ class HarnessSmokeTests(TestCase):
             self.assertIn("| history | errors | n/a | {} |", table)
             self.assertIn("| 50 | ", table)
             self.assertIn("key rotation for 5 members", table)
+            crossed = re.search(r"\| fanout-smoke, PostgreSQL \| delivered / expected \| (\d+) / (\d+)"
+                                r" \| (\d+) / (\d+) \|", table)
+            one, one_expected, two, two_expected = map(int, crossed.groups())
+            self.assertGreater(two, 80)
+            self.assertEqual((one, two), (one_expected, two_expected))
+            self.assertIn("| fanout-smoke, PostgreSQL | errors | {} | {} |", table)
             if importlib.util.find_spec("matplotlib"):
                 with open(out[:-3] + ".png", "rb") as f:
                     self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
