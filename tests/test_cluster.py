@@ -274,6 +274,19 @@ class ClusterTests(SynchronousTestCase):
         self.assertEqual([decode(f)["server_seq"] for f in clients["bob"].frames()], [1, 2])
 
 
+    def test_every_message_counts_once_towards_rotation(self):
+        """Each daemon counts every message of the current epoch once, its own
+        and the other's, whether delivered in line or read back after a gap."""
+        clients = self.room_with(("alice", 0), ("bob", 1), ("carol", 0), ("dave", 1))
+        for sender in ("alice", "bob"):
+            [line] = self.keys_lines(sender, 1)
+            clients[sender].protocol.dataReceived(line)
+        self.settle()
+        self.send(clients, "bob")
+        counts = [d.service.rooms.find("#lab").epoch_messages for d in self.daemons]
+        self.assertEqual(counts, [3, 3])
+
+
 class NoticeTests(SynchronousTestCase):
     def test_notice_round_trip_keeps_binary_payload(self):
         """A notice's header and its line (any bytes) come back as they were sent."""

@@ -168,10 +168,13 @@ class Replica:
                 if row.server_seq <= room.last_seq:
                     continue  # delivered meanwhile, as the next in line
                 line = events.line("*", events.message(room, row, service.nick(row.sender_id)))
+                ours = (room_id, row.server_seq) in self._echo_excluded
                 service.fanout.deliver_here(
                     room.members, line, self._echo_excluded.pop((room_id, row.server_seq), None))
                 room.last_seq = row.server_seq
-                if row.epoch == room.epoch:
+                if row.epoch == room.epoch and not ours:
+                    # Counted towards the next rotation; this daemon's own
+                    # messages were counted when they were stored.
                     room.epoch_messages += 1
             room = service.rooms.get(room_id)
         self._targets.pop(room_id, None)
