@@ -274,6 +274,16 @@ class ClusterTests(SynchronousTestCase):
         self.assertEqual([decode(f)["server_seq"] for f in clients["bob"].frames()], [1, 2])
 
 
+    def test_message_in_an_epoch_made_elsewhere_is_taken(self):
+        """A message in an epoch rotated through the other daemon, whose notice
+        has not arrived, is stored: the daemon reads the room first."""
+        clients = self.room_with(("alice", 0), ("bob", 1))
+        self.buses[0].cut()
+        self.keys.rotate(clients["alice"], "alice", "#lab", 2, ["alice", "bob"])
+        self.buses[0].up = True
+        [ack] = self.keys.message(clients["bob"], "bob", "#lab", 2)
+        self.assertEqual(ack.verb, "OK")
+
     def test_every_message_counts_once_towards_rotation(self):
         """Each daemon counts every message of the current epoch once, its own
         and the other's, whether delivered in line or read back after a gap."""

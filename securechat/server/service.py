@@ -465,13 +465,20 @@ class ChatService(service.Service):
     # -- messages --------------------------------------------------------------
 
     def send(self, user: UserRow, name: str, epoch: int, seq: int, message_id: bytes,
-             token: bytes, signature: bytes, acknowledge, connection=None):
+             token: bytes, signature: bytes, acknowledge, connection=None,
+             behind_checked: bool = False):
         """Store a message, then C{acknowledge} it, then fan it out, in that order.
 
         @param acknowledge: called with the reply lines once the row committed.
         @param connection: the sender's connection, which gets no echo.
         """
         room = self.rooms.require_member(name, user.id)
+        if epoch > room.epoch and self.fanout.several_daemons and not behind_checked:
+            # A newer epoch than this daemon knows: made through another daemon
+            # a moment ago. Read the room, then judge.
+            return self.replica.fresh(room.id).addCallback(
+                lambda _: self.send(user, name, epoch, seq, message_id, token, signature,
+                                    acknowledge, connection, behind_checked=True))
         if epoch < room.epoch:
             raise WireError(Code.STALE_EPOCH, f"{room.name} is at epoch {room.epoch}")
         if self._rekey_due(room):
