@@ -173,6 +173,23 @@ class ClusterTests(SynchronousTestCase):
         [message] = clients["bob"].frames()
         self.assertEqual((decode(message)["sender"], decode(message)["server_seq"]), ("alice", 1))
 
+    def test_next_in_line_needs_no_database_read(self):
+        """A message whose notice arrives in order is delivered from the notice;
+        only a gap makes the other daemon read the database."""
+        clients = self.room_with(("alice", 0), ("bob", 1))
+        store = self.daemons[1].service.store
+        reads = []
+        history = store.history
+        store.history = lambda *args: reads.append(args) or history(*args)
+        self.send(clients, "alice")
+        self.assertEqual((len(clients["bob"].frames()), reads), (1, []))
+        self.buses[0].cut()
+        self.send(clients, "alice")
+        self.buses[0].up = True
+        self.send(clients, "alice")
+        self.assertEqual([decode(f)["server_seq"] for f in clients["bob"].frames()], [2, 3])
+        self.assertEqual(len(reads), 1)
+
     def test_senders_on_both_daemons_are_seen_in_seq_order(self):
         """Members on each daemon see every message once, in server seq order, whoever sent it."""
         clients = self.room_with(("alice", 0), ("bob", 1), ("carol", 0), ("dave", 1))

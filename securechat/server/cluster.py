@@ -3,8 +3,8 @@
 
 Each daemon delivers to its own connections. What another daemon must know
 travels as a small notice on a bus (Redis pub/sub in production): a line for
-some users, "room R has messages up to seq N", "room R changed", "user U
-changed", and which users are online where. The database stays the only
+some users, "room R has messages up to seq N" (with that message's line),
+"room R changed", "user U changed", and which users are online where. The database stays the only
 source of truth: a notice says what to re-read, never what to believe, so a
 lost notice (pub/sub is at-most-once) costs a delay, never a message. After
 the bus reconnects, the service re-reads everything it holds.
@@ -34,8 +34,8 @@ class IClusterListener(Interface):
     def reload_user(user_id):
         """Re-read an account from the database."""
 
-    def messages_up_to(room_id, server_seq):
-        """Deliver the room's stored messages up to C{server_seq} to members here."""
+    def message_arrived(room_id, server_seq, epoch, line):
+        """Another daemon stored a message: deliver it here, after any before it."""
 
     def resync():
         """Re-read everything: notices may have been lost while the bus was down."""
@@ -103,8 +103,9 @@ class ClusterFanOut:
         self.local.publish(user_ids, line, exclude)
         self._send(LINE, {"users": user_ids}, line)
 
-    def message_stored(self, room_id: int, server_seq: int) -> None:
-        self._send(MESSAGE, {"room": room_id, "seq": server_seq})
+    def message_stored(self, room_id: int, server_seq: int, epoch: int, line: bytes) -> None:
+        # The line rides along: the next in line needs no database read.
+        self._send(MESSAGE, {"room": room_id, "seq": server_seq, "epoch": epoch}, line)
 
     def deliver_here(self, user_ids, line: bytes, exclude=None) -> None:
         self.local.publish(user_ids, line, exclude)
@@ -167,7 +168,7 @@ class ClusterFanOut:
         if kind == LINE:
             self.local.publish(notice["users"], payload)
         elif kind == MESSAGE:
-            self._listener.messages_up_to(notice["room"], notice["seq"])
+            self._listener.message_arrived(notice["room"], notice["seq"], notice["epoch"], payload)
         elif kind == ROOM:
             self._listener.reload_room(notice["room"])
         elif kind == USER:

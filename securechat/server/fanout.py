@@ -39,9 +39,10 @@ class IFanOut(Interface):
     def publish(user_ids, line, exclude=None):
         """Deliver C{line} to every connection of C{user_ids}, except C{exclude}."""
 
-    def message_stored(room_id, server_seq):
-        """A room has messages up to C{server_seq}: other daemons read them
-        from the database and deliver them to their own connections."""
+    def message_stored(room_id, server_seq, epoch, line):
+        """A room has messages up to C{server_seq}, this one C{line}: other
+        daemons deliver it to their own connections, or read what they missed
+        from the database first."""
 
     def deliver_here(user_ids, line, exclude=None):
         """Deliver a message line to this daemon's connections only."""
@@ -101,7 +102,7 @@ class LocalFanOut:
                 if connection is not exclude:
                     connection.deliver(line)
 
-    def message_stored(self, room_id: int, server_seq: int) -> None:
+    def message_stored(self, room_id: int, server_seq: int, epoch: int, line: bytes) -> None:
         """One daemon: it delivered the message itself."""
 
     def deliver_here(self, user_ids, line: bytes, exclude=None) -> None:

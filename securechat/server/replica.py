@@ -144,6 +144,18 @@ class Replica:
         self._echo_excluded[(room.id, row.server_seq)] = exclude
         self.messages_up_to(room.id, row.server_seq)
 
+    def message_arrived(self, room_id: int, server_seq: int, epoch: int, line: bytes) -> None:
+        """Another daemon's message: delivered from its notice when it is next
+        in line and nothing is being read back, else read from the database."""
+        room = self._service.rooms.get(room_id)
+        if room is None or room_id in self._targets or server_seq != room.last_seq + 1:
+            self.messages_up_to(room_id, server_seq)
+            return
+        room.last_seq = server_seq
+        if epoch == room.epoch:
+            room.epoch_messages += 1
+        self._service.fanout.deliver_here(room.members, line)
+
     def messages_up_to(self, room_id: int, server_seq: int):
         room = self._service.rooms.get(room_id)
         if room is not None and server_seq <= room.last_seq:

@@ -509,9 +509,9 @@ class ChatService(service.Service):
         acknowledge([ok(str(result.server_seq))])
         stored = MessageRow(row.room_id, row.sender_id, row.epoch, row.seq, row.message_id,
                             row.token, row.signature, row.received, result.server_seq)
-        self.fanout.message_stored(room.id, result.server_seq)
-        self.replica.deliver(room, stored, events.line("*", events.message(room, stored, user.nick)),
-                             connection)
+        line = events.line("*", events.message(room, stored, user.nick))
+        self.fanout.message_stored(room.id, result.server_seq, row.epoch, line)
+        self.replica.deliver(room, stored, line, connection)
 
     @defer.inlineCallbacks
     def history(self, user: UserRow, name: str, direction: str, server_seq: int, limit: int):
