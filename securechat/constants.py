@@ -187,6 +187,11 @@ RATE_BURST_LINES = 400
 # Excess lines tolerated (each answered RATE_LIMITED) before disconnecting.
 RATE_STRIKES_BEFORE_DISCONNECT = 20
 
+# Connections the kernel queues before the daemon accepts them: after a
+# restart every client reconnects at once, and Twisted's default of 50
+# overflows, each overflow a SYN retried a second or more later.
+LISTEN_BACKLOG = 1024
+
 # Concurrent connections from one IP address (ngircd allows 5; a team behind
 # one NAT needs more).
 MAX_CONNECTIONS_PER_IP = 20

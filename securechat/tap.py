@@ -9,6 +9,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.python import usage
 
 from securechat.config import SETTINGS, ConfigError, build_settings, prepare_data_dir
+from securechat.constants import LISTEN_BACKLOG
 from securechat.server.backends import Unavailable, open_fanout, open_store
 from securechat.server.daemonlog import DaemonLog, install_for_twistd
 from securechat.server.limits import ConnectionLimits
@@ -85,7 +86,8 @@ def makeService(config, reactor=None) -> MultiService:  # noqa: N802
         fanout=fanout,
     )
     chat.setServiceParent(root)
-    endpoint = TCP4ServerEndpoint(reactor, settings.port, interface=settings.interface)
+    endpoint = TCP4ServerEndpoint(reactor, settings.port, backlog=LISTEN_BACKLOG,
+                                  interface=settings.interface)
     limits = ConnectionLimits(
         rate_per_second=settings.lines_per_second,
         rate_burst=settings.line_burst,

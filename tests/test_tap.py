@@ -8,6 +8,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from securechat.constants import LISTEN_BACKLOG
 from securechat import tap
 from securechat.config import DEFAULT_PORT
 from securechat.server.protocol import ServerFactory
@@ -88,8 +89,8 @@ class TwistdLoggingTests(SynchronousTestCase):
 
 class MakeServiceTests(SynchronousTestCase):
     def test_listens_with_tls_where_told(self):
-        """makeService listens on the given interface and port, wrapped in TLS,
-        and creates the data dir (0700) and a self-signed key (0600)."""
+        """makeService listens on the given interface and port, with a deep
+        backlog and wrapped in TLS, and creates the data dir (0700) and a self-signed key (0600)."""
         data_dir = os.path.join(self.mktemp(), "data")
         reactor = MemoryReactor()
         service = tap.makeService(
@@ -98,8 +99,8 @@ class MakeServiceTests(SynchronousTestCase):
         service.privilegedStartService()
         service.startService()
         self.addCleanup(service.stopService)
-        [(port, factory, _backlog, interface)] = reactor.tcpServers
-        self.assertEqual((port, interface), (6543, "127.0.0.2"))
+        [(port, factory, backlog, interface)] = reactor.tcpServers
+        self.assertEqual((port, backlog, interface), (6543, LISTEN_BACKLOG, "127.0.0.2"))
         self.assertIsInstance(factory, TLSMemoryBIOFactory)
         self.assertIsInstance(factory.wrappedFactory, ServerFactory)
         self.assertEqual(stat.S_IMODE(os.stat(data_dir).st_mode), 0o700)
