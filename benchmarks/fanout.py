@@ -95,6 +95,16 @@ class Outcome:
     def rate(self) -> float:
         return self.delivered / self.seconds if self.seconds else 0.0
 
+    def add(self, figures: dict) -> None:
+        """One worker's figures, summed in."""
+        self.delivered += figures["delivered"]
+        self.expected += figures["expected"]
+        self.sent += figures["sent"]
+        self.loadgen_cpu += figures["cpu"]
+        self.latency.merge(Histogram(figures["latency"]))
+        for code, count in figures["errors"].items():
+            self.errors[code] = self.errors.get(code, 0) + count
+
     @property
     def rate_in(self) -> float:
         """Messages per second the senders had acknowledged."""
@@ -114,14 +124,7 @@ def run_once(scenario: Scenario, kind: str, workers: int, profile: str | None = 
         cpu_before, started = server.cpu_seconds(), time.monotonic()
         outcome = Outcome()
         for reply in pool.command("go"):
-            figures = reply["go"]
-            outcome.delivered += figures["delivered"]
-            outcome.expected += figures["expected"]
-            outcome.sent += figures["sent"]
-            outcome.loadgen_cpu += figures["cpu"]
-            outcome.latency.merge(Histogram(figures["latency"]))
-            for code, count in figures["errors"].items():
-                outcome.errors[code] = outcome.errors.get(code, 0) + count
+            outcome.add(reply["go"])
         outcome.seconds = min(time.monotonic() - started, scenario.duration) or 1.0
         outcome.server_cpu = server.cpu_seconds() - cpu_before
         outcome.rss = server.rss_bytes()

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 
 from benchmarks import fanout
-from benchmarks.loadgen import Histogram
 from benchmarks.processes import Workers, cpu_seconds, start_server
 from benchmarks.report import ms, ratio
 from securechat.server.tls import SELF_SIGNED_CERT, SELF_SIGNED_KEY
@@ -55,14 +54,7 @@ def run_once(scenario: fanout.Scenario, daemons: int, workers: int) -> Outcome:
         started = time.monotonic()
         outcome = Outcome()
         for reply in pool.command("go"):
-            figures = reply["go"]
-            outcome.delivered += figures["delivered"]
-            outcome.expected += figures["expected"]
-            outcome.sent += figures["sent"]
-            outcome.loadgen_cpu += figures["cpu"]
-            outcome.latency.merge(Histogram(figures["latency"]))
-            for code, count in figures["errors"].items():
-                outcome.errors[code] = outcome.errors.get(code, 0) + count
+            outcome.add(reply["go"])
         outcome.seconds = min(time.monotonic() - started, scenario.duration) or 1.0
         outcome.server_cpu = sum(s.cpu_seconds() for s in servers) - cpu_before
         outcome.backend_cpu = backend() - backend_before
