@@ -2,6 +2,7 @@
 
 import signal
 
+from twisted.internet.error import ReactorNotRunning
 from twisted.trial.unittest import SynchronousTestCase
 
 from securechat.server.signals import ExitZeroOnTerm, ReloadOnHangup
@@ -19,6 +20,8 @@ class ImmediateReactor:
     callWhenRunning = callFromThread
 
     def stop(self):
+        if self.stopped:
+            raise ReactorNotRunning("Can't stop reactor that isn't running.")
         self.stopped = True
 
 
@@ -61,3 +64,15 @@ class ExitZeroOnTermTests(SynchronousTestCase):
         handler(signal.SIGTERM, None)
         self.assertTrue(reactor.stopped)
         self.assertFalse(hasattr(reactor, "_exitSignal"))
+
+    def test_second_sigterm_while_stopping_is_quiet(self):
+        """A second SIGTERM during shutdown (a supervisor and a terminal both
+        sending one) changes nothing and raises nothing."""
+        previous = signal.getsignal(signal.SIGTERM)
+        self.addCleanup(signal.signal, signal.SIGTERM, previous)
+        reactor = ImmediateReactor()
+        ExitZeroOnTerm(reactor).startService()
+        handler = signal.getsignal(signal.SIGTERM)
+        handler(signal.SIGTERM, None)
+        handler(signal.SIGTERM, None)
+        self.assertTrue(reactor.stopped)

@@ -55,6 +55,7 @@ class ExitZeroOnTerm(service.Service):
 
     def __init__(self, reactor):
         self._reactor = reactor
+        self._stopping = False
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
@@ -64,6 +65,9 @@ class ExitZeroOnTerm(service.Service):
         self._reactor.callFromThread(self._stop)
 
     def _stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
         log.info("SIGTERM: shutting down")
         if self._reactor.running:
             self._reactor.stop()
