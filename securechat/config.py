@@ -77,12 +77,17 @@ class Setting:
                 value = int(text)
             except ValueError:
                 raise ConfigError(f"--{self.flag} must be an integer, got {text!r}") from None
+        elif self.kind is bool:
+            if text.lower() not in _BOOLEAN_WORDS:
+                raise ConfigError(f"--{self.flag} takes true or false, got {text!r}")
+            value = _BOOLEAN_WORDS[text.lower()]
         else:
             value = text
         return self.check(value, f"--{self.flag}")
 
 
 _KIND_NAMES = {int: "an integer", str: "a string", bool: "true or false"}
+_BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 SETTINGS = (
     Setting(
@@ -92,6 +97,11 @@ SETTINGS = (
     Setting(
         "listen.port", "port", int, DEFAULT_PORT,
         "TCP port for TLS connections (0: any free port).", 0, 65535,
+    ),
+    Setting(
+        "listen.proxy_protocol", "proxy-protocol", bool, False,
+        "Behind HAProxy (send-proxy-v2): read the client's address from the PROXY "
+        "header, for per-address limits and logs (true or false).",
     ),
     Setting(
         "server.name", "server-name", str, "",
@@ -193,6 +203,7 @@ class ServerSettings:
 
     interface: str
     port: int
+    proxy_protocol: bool
     server_name: str
     data_dir: str
     database: str

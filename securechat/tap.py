@@ -6,6 +6,7 @@ Composition only: every piece is built elsewhere and plugged together here.
 
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.protocols.haproxy import proxyEndpoint
 from twisted.python import usage
 
 from securechat.config import SETTINGS, ConfigError, build_settings, prepare_data_dir
@@ -88,6 +89,8 @@ def makeService(config, reactor=None) -> MultiService:  # noqa: N802
     chat.setServiceParent(root)
     endpoint = TCP4ServerEndpoint(reactor, settings.port, backlog=LISTEN_BACKLOG,
                                   interface=settings.interface)
+    if settings.proxy_protocol:
+        endpoint = proxyEndpoint(endpoint)
     limits = ConnectionLimits(
         rate_per_second=settings.lines_per_second,
         rate_burst=settings.line_burst,
@@ -98,7 +101,8 @@ def makeService(config, reactor=None) -> MultiService:  # noqa: N802
         max_send_queue=settings.send_queue_bytes,
         max_paused=settings.stalled_reader,
     )
-    factory = ServerFactory(chat, settings.public_name, reactor, limits=limits, metrics=metrics)
+    factory = ServerFactory(chat, settings.public_name, reactor, limits=limits, metrics=metrics,
+                            proxied=settings.proxy_protocol)
     TLSServerService(endpoint, factory, tls).setServiceParent(root)
     ReloadOnHangup(reactor, [tls.reload, config["log"].reload]).setServiceParent(root)
     ExitZeroOnTerm(reactor).setServiceParent(root)

@@ -50,6 +50,32 @@ class LimitsTests(SynchronousTestCase):
         first.connectionLost(Failure(ConnectionDone()))
         self.assertIsNotNone(self.server.factory.buildProtocol(address))
 
+    def test_connections_per_client_address_behind_a_proxy(self):
+        """Behind a proxy every connection is accepted at first, and the cap counts
+        the client's address from its PROXY header: the one over it is told
+        TOO_MANY_CONNECTIONS, while other clients behind the same proxy get in."""
+        self.server.factory.proxied = True
+        proxy = IPv4Address("TCP", "10.0.0.2", 40000)
+
+        def via_proxy(client_host):
+            transport = StringTransport(peerAddress=proxy)
+            protocol = self.server.factory.buildProtocol(proxy)
+            protocol.makeConnection(transport)
+            transport.clear()
+            # The PROXY header has been read by the time any TLS data arrives.
+            transport.peerAddr = IPv4Address("TCP", client_host, 5000)
+            protocol.dataReceived(b"PING p1\n")
+            return protocol, transport.value()
+
+        for _ in range(LIMITS.per_ip):
+            protocol, output = via_proxy("198.51.100.9")
+            self.assertTrue(output.startswith(b"PONG p1"))
+        self.assertEqual(protocol.peer.host, "198.51.100.9")
+        refused, output = via_proxy("198.51.100.9")
+        self.assertTrue(output.startswith(b"ERROR * TOO_MANY_CONNECTIONS"), output)
+        self.assertTrue(refused.transport.disconnecting)
+        self.assertTrue(via_proxy("198.51.100.10")[1].startswith(b"PONG p1"))
+
     def test_login_timeout(self):
         """A connection that never logs in is told and closed after the timeout."""
         client = self.server.connect()

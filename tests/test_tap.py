@@ -4,13 +4,14 @@ import os
 import stat
 
 from twisted.internet.testing import MemoryReactor
+from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from securechat.constants import LISTEN_BACKLOG
 from securechat import tap
 from securechat.config import DEFAULT_PORT
+from securechat.constants import LISTEN_BACKLOG
 from securechat.server.protocol import ServerFactory
 from securechat.server.tls import SELF_SIGNED_KEY
 
@@ -106,6 +107,20 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(stat.S_IMODE(os.stat(data_dir).st_mode), 0o700)
         key_mode = os.stat(os.path.join(data_dir, SELF_SIGNED_KEY)).st_mode
         self.assertEqual(stat.S_IMODE(key_mode), 0o600)
+
+    def test_proxy_protocol_reads_the_header_first(self):
+        """With --proxy-protocol the listener reads HAProxy's PROXY header before
+        TLS, and the factory counts clients by the address it gives."""
+        reactor = MemoryReactor()
+        service = tap.makeService(parse("--proxy-protocol", "true", "--data-dir",
+                                        os.path.join(self.mktemp(), "data")), reactor)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        [(_, factory, _, _)] = reactor.tcpServers
+        self.assertIsInstance(factory, HAProxyWrappingFactory)
+        self.assertIsInstance(factory.wrappedFactory, TLSMemoryBIOFactory)
+        self.assertTrue(factory.wrappedFactory.wrappedFactory.proxied)
 
     def test_unusable_certificate_exits_with_message(self):
         """A configured certificate that cannot be read stops start-up with one line."""

@@ -69,7 +69,7 @@ class ServerProtocol(LineProtocol):
     peer_verbs = CLIENT_VERBS
     log = Logger()
 
-    def __init__(self, factory: "ServerFactory", host: str):
+    def __init__(self, factory: "ServerFactory", host: str | None):
         super().__init__(factory.clock)
         self.factory = factory
         self.service = factory.service
@@ -92,7 +92,8 @@ class ServerProtocol(LineProtocol):
     def connectionMade(self) -> None:  # noqa: N802
         self.peer = self.transport.getPeer()
         self.factory.metrics.connections.inc()
-        self.log.info("connection from {peer.host}:{peer.port}", peer=self.peer)
+        if self.host is not None:
+            self.log.info("connection from {peer.host}:{peer.port}", peer=self.peer)
         self.transport.registerProducer(self, True)
         self._login_call = self.clock.callLater(self.limits.login_timeout, self._login_timed_out)
         self._idle_call = self.clock.callLater(self.limits.idle_ping, self._check_idle)
@@ -113,7 +114,8 @@ class ServerProtocol(LineProtocol):
             if call is not None and call.active():
                 call.cancel()
         self._queue.clear()
-        self.factory.addresses.release(self.host)
+        if self.host is not None:
+            self.factory.addresses.release(self.host)
         if self.user is not None:
             self.service.detach(self.user, self)
         self.log.info(
@@ -195,7 +197,25 @@ class ServerProtocol(LineProtocol):
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         self.factory.metrics.received.inc(len(data))
+        if self.host is None and (self._closing or not self._admit_proxied()):
+            return
         super().dataReceived(data)
+
+    def _admit_proxied(self) -> bool:
+        """Behind a proxy the client's address is known once its PROXY header
+        was read, which is before any of its TLS data: the per-address cap
+        and the logs use it from here on."""
+        self.peer = self.transport.getPeer()
+        host = getattr(self.peer, "host", "unknown")
+        if not self.factory.addresses.admit(host):
+            self.log.info("refusing {host} (via the proxy): {limit} already open", host=host,
+                          limit=self.limits.per_ip)
+            self.drop(Code.TOO_MANY_CONNECTIONS,
+                      f"{self.limits.per_ip} connections from your address are open already")
+            return False
+        self.host = host
+        self.log.info("connection from {peer.host}:{peer.port} (via the proxy)", peer=self.peer)
+        return True
 
     def send_error(self, error: WireError) -> None:
         """Every refusal is counted by code and logged with who it was for."""
@@ -379,7 +399,7 @@ class ServerFactory(Factory):
 
     def __init__(self, service, server_name: str, clock, channel_binding=tls_exporter,
                  limits: ConnectionLimits = ConnectionLimits(),
-                 metrics: ServerMetrics | None = None):
+                 metrics: ServerMetrics | None = None, proxied: bool = False):
         self.service = service
         self.server_name = server_name
         self.clock = clock
@@ -387,11 +407,16 @@ class ServerFactory(Factory):
         self.limits = limits
         self.metrics = metrics or ServerMetrics()
         self.addresses = AddressCounter(limits.per_ip)
+        self.proxied = proxied
 
     def buildProtocol(self, addr):  # noqa: N802
         """A protocol for the connection, or None to refuse it at once."""
         if not self.service.ready.called:
             return None
+        if self.proxied:
+            # Every connection comes from the proxy: the client's own address
+            # is counted once its PROXY header is read (ServerProtocol).
+            return ServerProtocol(self, None)
         host = getattr(addr, "host", "unknown")
         if not self.addresses.admit(host):
             self.log.info("refusing a connection from {host}: {limit} already open",

@@ -21,6 +21,7 @@ class Code(enum.StrEnum):
     INTERNAL = "INTERNAL"
     # flow control and liveness
     RATE_LIMITED = "RATE_LIMITED"
+    TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
     LOGIN_TIMEOUT = "LOGIN_TIMEOUT"
     PING_TIMEOUT = "PING_TIMEOUT"
     # accounts and login
