@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from benchmarks.identities import CACHE_DIR
-from securechat.server.sqlite_store import SCHEMA_VERSION
+from securechat.server.sqlstore import SCHEMA_VERSION
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+).*?Fingerprint=([0-9A-F:]{95})", re.S)

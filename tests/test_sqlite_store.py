@@ -8,7 +8,8 @@ import stat
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from securechat.server.sqlite_store import SCHEMA_VERSION, InlineRunner, SQLiteStore
+from securechat.server.sqlite_store import InlineRunner, SQLiteStore
+from securechat.server.sqlstore import SCHEMA_VERSION
 from securechat.server.store import (
     EpochConflict,
     EpochRow,

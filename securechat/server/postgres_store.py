@@ -18,13 +18,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from securechat.constants import DATABASE_CONNECT_TIMEOUT_SECONDS
-from securechat.server.sqlite_store import (
-    MESSAGE_COLUMNS,
-    NEWEST,
-    check_room_columns,
-    schema_version,
-    versions_to_apply,
-)
+from securechat.server.sqlstore import SQLStore, schema_version, select_users, versions_to_apply
 from securechat.server.store import (
     AppendResult,
     EpochConflict,
@@ -37,7 +31,6 @@ from securechat.server.store import (
     Snapshot,
     UserRow,
     WrapRequestRow,
-    WrapRow,
 )
 
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -176,7 +169,9 @@ class StoreUnavailable(Exception):
 
 
 @implementer(IStore)
-class PostgresStore:
+class PostgresStore(SQLStore):
+    placeholder = "%s"
+
     def __init__(self, url: str):
         # cp_reconnect: a connection broken by a server restart is replaced
         # instead of failing every later transaction on its thread.
@@ -229,35 +224,13 @@ class PostgresStore:
     def load_room(self, room_id: int):
         return self._run(_load_room, room_id)
 
-    def load_user(self, user_id: int):
-        return self._run(_load_user, user_id)
-
-    def room_id(self, name: str):
-        def interaction(txn):
-            txn.execute("SELECT id FROM rooms WHERE folded = %s", (name.casefold(),))
-            found = txn.fetchone()
-            return found[0] if found else None
-
-        return self._run(interaction)
-
     # -- accounts ------------------------------------------------------------
 
     def add_user(self, user: UserRow, now: float, token_digest: bytes | None):
         return self._run(_add_user, user, now, token_digest)
 
-    def add_registration_token(self, digest: bytes, now: float, resets: int | None = None):
-        return self._run(
-            lambda t: t.execute(
-                "INSERT INTO registration_tokens (digest, created, resets) VALUES (%s, %s, %s)",
-                (digest, now, resets),
-            )
-        )
-
     def reset_user(self, user: UserRow, token_digest: bytes):
         return self._run(_reset_user, user, token_digest)
-
-    def load_users(self):
-        return self._run(_load_users)
 
     def data_version(self):
         """How many transaction ids have ended, cluster-wide: xmax is one past
@@ -277,23 +250,10 @@ class PostgresStore:
 
         return self._run(interaction)
 
-    def set_user_banned(self, user_id: int, banned: bool):
-        return self._run(
-            lambda t: t.execute("UPDATE users SET banned = %s WHERE id = %s", (banned, user_id))
-        )
-
     # -- rooms ---------------------------------------------------------------
 
     def create_room(self, name: str, owner_id: int, now: float):
         return self._run(_create_room, name, owner_id, now)
-
-    def add_member(self, room_id: int, user_id: int, role: str, now: float):
-        return self._run(
-            lambda t: t.execute(
-                "INSERT INTO members (room_id, user_id, role, joined) VALUES (%s, %s, %s, %s)",
-                (room_id, user_id, role, now),
-            )
-        )
 
     def remove_member(self, room_id: int, user_id: int, banned_by: int | None, now: float):
         def interaction(txn):
@@ -312,117 +272,15 @@ class PostgresStore:
 
         return self._run(interaction)
 
-    def unban(self, room_id: int, user_id: int):
-        return self._run(
-            lambda t: t.execute(
-                "DELETE FROM bans WHERE room_id = %s AND user_id = %s", (room_id, user_id)
-            )
-        )
-
-    def set_role(self, room_id: int, user_id: int, role: str):
-        return self._run(
-            lambda t: t.execute(
-                "UPDATE members SET role = %s WHERE room_id = %s AND user_id = %s",
-                (role, room_id, user_id),
-            )
-        )
-
-    def update_room(self, room_id: int, **columns):
-        check_room_columns(columns)
-        assignments = ", ".join(f"{name} = %s" for name in columns)
-        return self._run(
-            lambda t: t.execute(
-                f"UPDATE rooms SET {assignments} WHERE id = %s", (*columns.values(), room_id)
-            )
-        )
-
-    def add_invite(self, room_id: int, user_id: int, inviter_id: int, signature: bytes, now: float):
-        return self._run(
-            lambda t: t.execute(
-                "INSERT INTO invites (room_id, user_id, inviter_id, signature, created)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (room_id, user_id) DO UPDATE SET"
-                " inviter_id = EXCLUDED.inviter_id, signature = EXCLUDED.signature,"
-                " created = EXCLUDED.created",
-                (room_id, user_id, inviter_id, signature, now),
-            )
-        )
-
-    def delete_room(self, room_id: int):
-        def interaction(txn):
-            txn.execute("DELETE FROM wraps WHERE room_id = %s", (room_id,))
-            txn.execute("DELETE FROM rooms WHERE id = %s", (room_id,))
-
-        return self._run(interaction)
-
     # -- messages ------------------------------------------------------------
 
     def append_messages(self, rows: list[MessageRow]):
         return self._run(_append_messages, rows)
 
-    def history(self, room_id: int, before: int | None, after: int | None, limit: int):
-        return self._run(_history, room_id, before, after, limit)
-
     # -- key directory -------------------------------------------------------
 
     def add_epoch(self, row: EpochRow, wraps: dict[int, tuple[int, bytes]], now: float):
         return self._run(_add_epoch, row, wraps, now)
-
-    def add_wrap(self, row: WrapRow):
-        def interaction(txn):
-            txn.execute(
-                "INSERT INTO wraps (room_id, epoch, user_id, wrapper_id, wrap)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (room_id, epoch, user_id)"
-                " DO UPDATE SET wrapper_id = EXCLUDED.wrapper_id, wrap = EXCLUDED.wrap",
-                (row.room_id, row.epoch, row.user_id, row.wrapper_id, row.wrap),
-            )
-            txn.execute(
-                "DELETE FROM wrap_requests WHERE room_id = %s AND user_id = %s AND epoch <= %s",
-                (row.room_id, row.user_id, row.epoch),
-            )
-
-        return self._run(interaction)
-
-    def epochs(self, room_id: int, from_epoch: int):
-        def interaction(txn):
-            txn.execute(
-                "SELECT room_id, epoch, rotator_id, record, signature FROM epochs"
-                " WHERE room_id = %s AND epoch >= %s ORDER BY epoch",
-                (room_id, from_epoch),
-            )
-            return [EpochRow(*r) for r in txn.fetchall()]
-
-        return self._run(interaction)
-
-    def wraps_for(self, user_id: int, room_id: int, from_epoch: int):
-        def interaction(txn):
-            txn.execute(
-                "SELECT room_id, epoch, user_id, wrapper_id, wrap FROM wraps"
-                " WHERE user_id = %s AND room_id = %s AND epoch >= %s ORDER BY epoch",
-                (user_id, room_id, from_epoch),
-            )
-            return [WrapRow(*r) for r in txn.fetchall()]
-
-        return self._run(interaction)
-
-    def put_wrap_request(self, row: WrapRequestRow):
-        return self._run(
-            lambda t: t.execute(
-                "INSERT INTO wrap_requests (room_id, user_id, epoch, created, withheld_by,"
-                " withheld_code, withheld_text) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (room_id, user_id) DO UPDATE SET epoch = EXCLUDED.epoch,"
-                " created = EXCLUDED.created, withheld_by = EXCLUDED.withheld_by,"
-                " withheld_code = EXCLUDED.withheld_code, withheld_text = EXCLUDED.withheld_text",
-                (row.room_id, row.user_id, row.epoch, row.created, row.withheld_by,
-                 row.withheld_code, row.withheld_text),
-            )
-        )
-
-    def delete_wrap_request(self, room_id: int, user_id: int):
-        return self._run(
-            lambda t: t.execute(
-                "DELETE FROM wrap_requests WHERE room_id = %s AND user_id = %s", (room_id, user_id)
-            )
-        )
 
 
 # -- interactions (run on the pool's threads) ----------------------------------
@@ -441,18 +299,13 @@ def _migrate(txn) -> None:
         )
 
 
-def _load_users(txn) -> list[UserRow]:
-    txn.execute(
-        "SELECT id, nick, sign_key, enc_key, enc_signature, fingerprint, banned FROM users"
-    )
-    return [UserRow(*r) for r in txn.fetchall()]
 
 
 def _load(txn) -> Snapshot:
     # One snapshot for every query: another daemon's commit between two of
     # them would otherwise show members of a room the first did not load.
     txn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-    users = _load_users(txn)
+    users = select_users(txn)
     txn.execute(_ROOM_SELECT)
     rooms = {r[0]: RoomRow(*r[:7], last_seq=r[7]) for r in txn.fetchall()}
     _fill_rooms(txn, rooms)
@@ -520,13 +373,6 @@ def _load_room(txn, room_id: int) -> tuple[RoomRow | None, list[WrapRequestRow]]
     return rooms[room_id], [WrapRequestRow(*r) for r in txn.fetchall()]
 
 
-def _load_user(txn, user_id: int) -> UserRow | None:
-    txn.execute(
-        "SELECT id, nick, sign_key, enc_key, enc_signature, fingerprint, banned FROM users"
-        " WHERE id = %s", (user_id,)
-    )
-    found = txn.fetchone()
-    return UserRow(*found) if found else None
 
 
 def _add_user(txn, user: UserRow, now: float, token_digest: bytes | None) -> int:
@@ -640,20 +486,6 @@ def _append_messages(txn, rows: list[MessageRow]) -> list[AppendResult]:
     return results
 
 
-def _history(txn, room_id: int, before: int | None, after: int | None, limit: int):
-    if after is not None:
-        txn.execute(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = %s AND server_seq > %s"
-            " ORDER BY server_seq LIMIT %s",
-            (room_id, after, limit),
-        )
-        return [MessageRow(*r) for r in txn.fetchall()]
-    txn.execute(
-        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = %s AND server_seq < %s"
-        " ORDER BY server_seq DESC LIMIT %s",
-        (room_id, before if before is not None else NEWEST, limit),
-    )
-    return [MessageRow(*r) for r in reversed(txn.fetchall())]
 
 
 def _add_epoch(txn, row: EpochRow, wraps: dict[int, tuple[int, bytes]], now: float) -> None:

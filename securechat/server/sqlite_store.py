@@ -15,6 +15,13 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from securechat.constants import PRIVATE_FILE_MODE
+from securechat.server.sqlstore import (
+    SCHEMA_VERSION,
+    SQLStore,
+    schema_version,
+    select_users,
+    versions_to_apply,
+)
 from securechat.server.store import (
     AppendResult,
     EpochConflict,
@@ -27,10 +34,7 @@ from securechat.server.store import (
     Snapshot,
     UserRow,
     WrapRequestRow,
-    WrapRow,
 )
-
-SCHEMA_VERSION = 2
 
 MIGRATIONS = {
     1: """
@@ -132,15 +136,6 @@ MIGRATIONS = {
     """,
 }
 
-ROOM_COLUMNS = {"topic", "invite_only", "password_hash", "rekey_required"}
-
-
-def check_room_columns(columns) -> None:
-    """Refuse an update_room() that names no column or one it may not change."""
-    unknown = set(columns) - ROOM_COLUMNS
-    if unknown or not columns:
-        raise ValueError(f"cannot update room columns {sorted(unknown) or 'none'}")
-
 
 def configure_connection(connection) -> None:
     """Per-connection settings: durability first, then integrity."""
@@ -156,23 +151,6 @@ def create_private_file(path: str) -> None:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
     os.fchmod(fd, PRIVATE_FILE_MODE)
     os.close(fd)
-
-
-def schema_version(txn) -> int:
-    txn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    txn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-    row = txn.fetchone()
-    return int(row[0]) if row else 0
-
-
-def versions_to_apply(version: int) -> range:
-    """The migrations a database at C{version} needs; refuse one from the future."""
-    if version > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"the database has schema version {version}; this securechat knows up to "
-            f"{SCHEMA_VERSION}: upgrade securechat"
-        )
-    return range(version + 1, SCHEMA_VERSION + 1)
 
 
 def migrate(txn) -> int:
@@ -225,7 +203,7 @@ def open_pool(path: str) -> adbapi.ConnectionPool:
 
 
 @implementer(IStore)
-class SQLiteStore:
+class SQLiteStore(SQLStore):
     def __init__(self, runner):
         self._runner = runner
 
@@ -243,56 +221,21 @@ class SQLiteStore:
     def load_room(self, room_id: int):
         return self._run(_load_room, room_id)
 
-    def load_user(self, user_id: int):
-        return self._run(_load_user, user_id)
-
-    def room_id(self, name: str):
-        def interaction(txn):
-            txn.execute("SELECT id FROM rooms WHERE folded = ?", (name.casefold(),))
-            found = txn.fetchone()
-            return found[0] if found else None
-
-        return self._run(interaction)
-
     # -- accounts ------------------------------------------------------------
 
     def add_user(self, user: UserRow, now: float, token_digest: bytes | None):
         return self._run(_add_user, user, now, token_digest)
 
-    def add_registration_token(self, digest: bytes, now: float, resets: int | None = None):
-        return self._run(
-            lambda t: t.execute(
-                "INSERT INTO registration_tokens (digest, created, resets) VALUES (?, ?, ?)",
-                (digest, now, resets),
-            )
-        )
-
     def reset_user(self, user: UserRow, token_digest: bytes):
         return self._run(_reset_user, user, token_digest)
 
-    def load_users(self):
-        return self._run(_load_users)
-
     def data_version(self):
         return self._run(lambda t: t.execute("PRAGMA data_version").fetchone()[0])
-
-    def set_user_banned(self, user_id: int, banned: bool):
-        return self._run(
-            lambda t: t.execute("UPDATE users SET banned = ? WHERE id = ?", (int(banned), user_id))
-        )
 
     # -- rooms ---------------------------------------------------------------
 
     def create_room(self, name: str, owner_id: int, now: float):
         return self._run(_create_room, name, owner_id, now)
-
-    def add_member(self, room_id: int, user_id: int, role: str, now: float):
-        return self._run(
-            lambda t: t.execute(
-                "INSERT INTO members (room_id, user_id, role, joined) VALUES (?, ?, ?, ?)",
-                (room_id, user_id, role, now),
-            )
-        )
 
     def remove_member(self, room_id: int, user_id: int, banned_by: int | None, now: float):
         def interaction(txn):
@@ -311,120 +254,20 @@ class SQLiteStore:
 
         return self._run(interaction)
 
-    def unban(self, room_id: int, user_id: int):
-        return self._run(
-            lambda t: t.execute(
-                "DELETE FROM bans WHERE room_id = ? AND user_id = ?", (room_id, user_id)
-            )
-        )
-
-    def set_role(self, room_id: int, user_id: int, role: str):
-        return self._run(
-            lambda t: t.execute(
-                "UPDATE members SET role = ? WHERE room_id = ? AND user_id = ?",
-                (role, room_id, user_id),
-            )
-        )
-
-    def update_room(self, room_id: int, **columns):
-        check_room_columns(columns)
-        assignments = ", ".join(f"{name} = ?" for name in columns)
-        values = [int(v) if isinstance(v, bool) else v for v in columns.values()]
-        return self._run(
-            lambda t: t.execute(f"UPDATE rooms SET {assignments} WHERE id = ?", (*values, room_id))
-        )
-
-    def add_invite(self, room_id: int, user_id: int, inviter_id: int, signature: bytes, now: float):
-        return self._run(
-            lambda t: t.execute(
-                "INSERT OR REPLACE INTO invites (room_id, user_id, inviter_id, signature, created)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (room_id, user_id, inviter_id, signature, now),
-            )
-        )
-
-    def delete_room(self, room_id: int):
-        def interaction(txn):
-            txn.execute("DELETE FROM wraps WHERE room_id = ?", (room_id,))
-            txn.execute("DELETE FROM rooms WHERE id = ?", (room_id,))
-
-        return self._run(interaction)
-
     # -- messages ------------------------------------------------------------
 
     def append_messages(self, rows: list[MessageRow]):
         return self._run(_append_messages, rows)
-
-    def history(self, room_id: int, before: int | None, after: int | None, limit: int):
-        return self._run(_history, room_id, before, after, limit)
 
     # -- key directory -------------------------------------------------------
 
     def add_epoch(self, row: EpochRow, wraps: dict[int, tuple[int, bytes]], now: float):
         return self._run(_add_epoch, row, wraps, now)
 
-    def add_wrap(self, row: WrapRow):
-        def interaction(txn):
-            txn.execute(
-                "INSERT OR REPLACE INTO wraps (room_id, epoch, user_id, wrapper_id, wrap)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (row.room_id, row.epoch, row.user_id, row.wrapper_id, row.wrap),
-            )
-            txn.execute(
-                "DELETE FROM wrap_requests WHERE room_id = ? AND user_id = ? AND epoch <= ?",
-                (row.room_id, row.user_id, row.epoch),
-            )
-
-        return self._run(interaction)
-
-    def epochs(self, room_id: int, from_epoch: int):
-        def interaction(txn):
-            txn.execute(
-                "SELECT room_id, epoch, rotator_id, record, signature FROM epochs"
-                " WHERE room_id = ? AND epoch >= ? ORDER BY epoch",
-                (room_id, from_epoch),
-            )
-            return [EpochRow(*r) for r in txn.fetchall()]
-
-        return self._run(interaction)
-
-    def wraps_for(self, user_id: int, room_id: int, from_epoch: int):
-        def interaction(txn):
-            txn.execute(
-                "SELECT room_id, epoch, user_id, wrapper_id, wrap FROM wraps"
-                " WHERE user_id = ? AND room_id = ? AND epoch >= ? ORDER BY epoch",
-                (user_id, room_id, from_epoch),
-            )
-            return [WrapRow(*r) for r in txn.fetchall()]
-
-        return self._run(interaction)
-
-    def put_wrap_request(self, row: WrapRequestRow):
-        return self._run(
-            lambda t: t.execute(
-                "INSERT OR REPLACE INTO wrap_requests (room_id, user_id, epoch, created,"
-                " withheld_by, withheld_code, withheld_text) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (row.room_id, row.user_id, row.epoch, row.created, row.withheld_by,
-                 row.withheld_code, row.withheld_text),
-            )
-        )
-
-    def delete_wrap_request(self, room_id: int, user_id: int):
-        return self._run(
-            lambda t: t.execute(
-                "DELETE FROM wrap_requests WHERE room_id = ? AND user_id = ?", (room_id, user_id)
-            )
-        )
-
 
 # -- interactions (run on the database thread) ---------------------------------
 
 
-def _load_users(txn) -> list[UserRow]:
-    txn.execute(
-        "SELECT id, nick, sign_key, enc_key, enc_signature, fingerprint, banned FROM users"
-    )
-    return [UserRow(*r[:6], banned=bool(r[6])) for r in txn.fetchall()]
 
 
 def _load_epoch(txn, room: RoomRow, epoch: int) -> None:
@@ -444,7 +287,7 @@ def _load_epoch(txn, room: RoomRow, epoch: int) -> None:
 
 def _load(txn) -> Snapshot:
     migrate(txn)
-    users = _load_users(txn)
+    users = select_users(txn)
     txn.execute(
         "SELECT id, name, topic, invite_only, password_hash, rekey_required, created FROM rooms"
     )
@@ -475,13 +318,6 @@ def _load(txn) -> Snapshot:
     return Snapshot(users, list(rooms.values()), requests)
 
 
-def _load_user(txn, user_id: int) -> UserRow | None:
-    txn.execute(
-        "SELECT id, nick, sign_key, enc_key, enc_signature, fingerprint, banned FROM users"
-        " WHERE id = ?", (user_id,)
-    )
-    row = txn.fetchone()
-    return UserRow(*row[:6], banned=bool(row[6])) if row else None
 
 
 def _load_room(txn, room_id: int) -> tuple[RoomRow | None, list[WrapRequestRow]]:
@@ -604,28 +440,8 @@ def _append_messages(txn, rows: list[MessageRow]) -> list[AppendResult]:
     return results
 
 
-MESSAGE_COLUMNS = (
-    "room_id, sender_id, epoch, seq, message_id, token, signature, received, server_seq"
-)
-
-# history() with no upper bound: above any server_seq (a signed 64-bit integer).
-NEWEST = 2**63 - 1
 
 
-def _history(txn, room_id: int, before: int | None, after: int | None, limit: int):
-    if after is not None:
-        txn.execute(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND server_seq > ?"
-            " ORDER BY server_seq LIMIT ?",
-            (room_id, after, limit),
-        )
-        return [MessageRow(*r) for r in txn.fetchall()]
-    txn.execute(
-        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND server_seq < ?"
-        " ORDER BY server_seq DESC LIMIT ?",
-        (room_id, before if before is not None else NEWEST, limit),
-    )
-    return [MessageRow(*r) for r in reversed(txn.fetchall())]
 
 
 def _add_epoch(txn, row: EpochRow, wraps: dict[int, tuple[int, bytes]], now: float) -> None:

@@ -1,0 +1,208 @@
+# -*- test-case-name: tests.test_sqlite_store,tests.test_postgres_store -*-
+"""What the SQLite and PostgreSQL stores do alike, written once.
+
+Most statements are the same in both dialects once the parameter
+placeholder is spelled the driver's way (sqlite3 takes ``?``, psycopg2
+``%s``); upserts use ``ON CONFLICT ... DO UPDATE``, which both understand.
+What differs (schema DDL, appending messages, loading, conflicts, the
+connection) stays in each store. None of this is on the message hot path.
+"""
+
+from securechat.server.store import EpochRow, MessageRow, UserRow, WrapRequestRow, WrapRow
+
+SCHEMA_VERSION = 2
+
+ROOM_COLUMNS = {"topic", "invite_only", "password_hash", "rekey_required"}
+
+MESSAGE_COLUMNS = (
+    "room_id, sender_id, epoch, seq, message_id, token, signature, received, server_seq"
+)
+
+# history() with no upper bound: above any server_seq (a signed 64-bit integer).
+NEWEST = 2**63 - 1
+
+
+def check_room_columns(columns) -> None:
+    """Refuse an update_room() that names no column or one it may not change."""
+    unknown = set(columns) - ROOM_COLUMNS
+    if unknown or not columns:
+        raise ValueError(f"cannot update room columns {sorted(unknown) or 'none'}")
+
+
+def schema_version(txn) -> int:
+    txn.execute(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+    )
+    txn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+    row = txn.fetchone()
+    return int(row[0]) if row else 0
+
+
+def versions_to_apply(version: int) -> range:
+    """The migrations a database at C{version} needs; refuse one from the future."""
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"the database has schema version {version}; this securechat knows up to "
+            f"{SCHEMA_VERSION}: upgrade securechat"
+        )
+    return range(version + 1, SCHEMA_VERSION + 1)
+
+
+def select_users(txn) -> list[UserRow]:
+    txn.execute(
+        "SELECT id, nick, sign_key, enc_key, enc_signature, fingerprint, banned FROM users"
+    )
+    return [UserRow(*r[:6], banned=bool(r[6])) for r in txn.fetchall()]
+
+
+class SQLStore:
+    """The statements both stores share. A subclass provides C{_run(interaction,
+    *args)} (one transaction, a Deferred) and, if its driver wants another,
+    C{placeholder}."""
+
+    placeholder = "?"
+
+    def _sql(self, statement: str) -> str:
+        return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
+
+    def _execute(self, statement: str, params=()):
+        statement = self._sql(statement)
+        return self._run(lambda txn: txn.execute(statement, params))
+
+    def _select(self, statement: str, params, make):
+        statement = self._sql(statement)
+
+        def interaction(txn):
+            txn.execute(statement, params)
+            return [make(*r) for r in txn.fetchall()]
+
+        return self._run(interaction)
+
+    # -- accounts ------------------------------------------------------------
+
+    def load_users(self):
+        return self._run(select_users)
+
+    def load_user(self, user_id: int):
+        statement = self._sql(
+            "SELECT id, nick, sign_key, enc_key, enc_signature, fingerprint, banned FROM users"
+            " WHERE id = ?")
+
+        def interaction(txn):
+            txn.execute(statement, (user_id,))
+            row = txn.fetchone()
+            return UserRow(*row[:6], banned=bool(row[6])) if row else None
+
+        return self._run(interaction)
+
+    def add_registration_token(self, digest: bytes, now: float, resets: int | None = None):
+        return self._execute(
+            "INSERT INTO registration_tokens (digest, created, resets) VALUES (?, ?, ?)",
+            (digest, now, resets))
+
+    def set_user_banned(self, user_id: int, banned: bool):
+        return self._execute("UPDATE users SET banned = ? WHERE id = ?", (banned, user_id))
+
+    # -- rooms ---------------------------------------------------------------
+
+    def room_id(self, name: str):
+        statement = self._sql("SELECT id FROM rooms WHERE folded = ?")
+
+        def interaction(txn):
+            txn.execute(statement, (name.casefold(),))
+            found = txn.fetchone()
+            return found[0] if found else None
+
+        return self._run(interaction)
+
+    def add_member(self, room_id: int, user_id: int, role: str, now: float):
+        return self._execute(
+            "INSERT INTO members (room_id, user_id, role, joined) VALUES (?, ?, ?, ?)",
+            (room_id, user_id, role, now))
+
+    def unban(self, room_id: int, user_id: int):
+        return self._execute("DELETE FROM bans WHERE room_id = ? AND user_id = ?",
+                             (room_id, user_id))
+
+    def set_role(self, room_id: int, user_id: int, role: str):
+        return self._execute("UPDATE members SET role = ? WHERE room_id = ? AND user_id = ?",
+                             (role, room_id, user_id))
+
+    def update_room(self, room_id: int, **columns):
+        check_room_columns(columns)
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        return self._execute(f"UPDATE rooms SET {assignments} WHERE id = ?",
+                             (*columns.values(), room_id))
+
+    def add_invite(self, room_id: int, user_id: int, inviter_id: int, signature: bytes,
+                   now: float):
+        return self._execute(
+            "INSERT INTO invites (room_id, user_id, inviter_id, signature, created)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_id, user_id) DO UPDATE SET"
+            " inviter_id = excluded.inviter_id, signature = excluded.signature,"
+            " created = excluded.created",
+            (room_id, user_id, inviter_id, signature, now))
+
+    def delete_room(self, room_id: int):
+        wraps, rooms = self._sql("DELETE FROM wraps WHERE room_id = ?"), self._sql(
+            "DELETE FROM rooms WHERE id = ?")
+
+        def interaction(txn):
+            txn.execute(wraps, (room_id,))
+            txn.execute(rooms, (room_id,))
+
+        return self._run(interaction)
+
+    # -- messages ------------------------------------------------------------
+
+    def history(self, room_id: int, before: int | None, after: int | None, limit: int):
+        if after is not None:
+            return self._select(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND server_seq > ?"
+                " ORDER BY server_seq LIMIT ?", (room_id, after, limit), MessageRow)
+        newest_first = self._select(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND server_seq < ?"
+            " ORDER BY server_seq DESC LIMIT ?",
+            (room_id, before if before is not None else NEWEST, limit), MessageRow)
+        return newest_first.addCallback(lambda rows: rows[::-1])
+
+    # -- key directory -------------------------------------------------------
+
+    def add_wrap(self, row: WrapRow):
+        upsert = self._sql(
+            "INSERT INTO wraps (room_id, epoch, user_id, wrapper_id, wrap) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (room_id, epoch, user_id)"
+            " DO UPDATE SET wrapper_id = excluded.wrapper_id, wrap = excluded.wrap")
+        resolved = self._sql(
+            "DELETE FROM wrap_requests WHERE room_id = ? AND user_id = ? AND epoch <= ?")
+
+        def interaction(txn):
+            txn.execute(upsert, (row.room_id, row.epoch, row.user_id, row.wrapper_id, row.wrap))
+            txn.execute(resolved, (row.room_id, row.user_id, row.epoch))
+
+        return self._run(interaction)
+
+    def epochs(self, room_id: int, from_epoch: int):
+        return self._select(
+            "SELECT room_id, epoch, rotator_id, record, signature FROM epochs"
+            " WHERE room_id = ? AND epoch >= ? ORDER BY epoch", (room_id, from_epoch), EpochRow)
+
+    def wraps_for(self, user_id: int, room_id: int, from_epoch: int):
+        return self._select(
+            "SELECT room_id, epoch, user_id, wrapper_id, wrap FROM wraps"
+            " WHERE user_id = ? AND room_id = ? AND epoch >= ? ORDER BY epoch",
+            (user_id, room_id, from_epoch), WrapRow)
+
+    def put_wrap_request(self, row: WrapRequestRow):
+        return self._execute(
+            "INSERT INTO wrap_requests (room_id, user_id, epoch, created, withheld_by,"
+            " withheld_code, withheld_text) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (room_id, user_id) DO UPDATE SET epoch = excluded.epoch,"
+            " created = excluded.created, withheld_by = excluded.withheld_by,"
+            " withheld_code = excluded.withheld_code, withheld_text = excluded.withheld_text",
+            (row.room_id, row.user_id, row.epoch, row.created, row.withheld_by,
+             row.withheld_code, row.withheld_text))
+
+    def delete_wrap_request(self, room_id: int, user_id: int):
+        return self._execute("DELETE FROM wrap_requests WHERE room_id = ? AND user_id = ?",
+                             (room_id, user_id))
