@@ -54,7 +54,7 @@ class ServerProtocolTests(SynchronousTestCase):
         self.assertEqual((error.verb, error.args[0]), ("ERROR", "UNKNOWN_COMMAND"))
 
     def test_connection_logging(self):
-        """Connects and disconnects are logged with the peer's address."""
+        """Connects (at debug) and disconnects are logged with the peer's address."""
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
