@@ -216,7 +216,7 @@ class ServerProtocol(LineProtocol):
                       f"{self.limits.per_ip} connections from your address are open already")
             return False
         self.host = host
-        self.log.info("connection from {peer.host}:{peer.port} (via the proxy)", peer=self.peer)
+        self.log.debug("connection from {peer.host}:{peer.port} (via the proxy)", peer=self.peer)
         return True
 
     def send_error(self, error: WireError) -> None:
