@@ -392,6 +392,16 @@ class AttackTests(SynchronousTestCase):
         self.net.settle()
         self.assertEqual(self.alice.of("key_shared"), [])
 
+    def test_request_answered_meanwhile_is_let_go(self):
+        """A key request that is no longer waiting when this holder answers it
+        (another holder was first) ends quietly, with nothing logged as failed."""
+        self.alice.session.keys = RoomKeyring()
+        self.net.client("carol")
+        self.inject("carol")
+        self.alice.session.server_event("WRAPREQ", {"room": "#lab", "epoch": 1, "nick": "carol"})
+        self.net.settle()
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_pending_message_not_duplicated(self):
         """A message waiting for its key, delivered again on reconnect, is kept once."""
         forged = self.forge_message("alice", "alice", "once", seq=2)

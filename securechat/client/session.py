@@ -473,7 +473,17 @@ class ClientSession(MembershipTrust, MessageReception, SendPath):
 
     def _on_wrapreq(self, room, epoch, nick):
         # Our own keys arrive with the login sync; serve once we hold them.
-        return self.when_live().addCallback(lambda _: self._serve_request(room, epoch, nick))
+        d = self.when_live().addCallback(lambda _: self._serve_request(room, epoch, nick))
+        return d.addErrback(self._request_gone)
+
+    @staticmethod
+    def _request_gone(failure):
+        """The request was answered meanwhile (by another holder, or by us
+        after a second push of it), or its epoch has passed: nothing is owed."""
+        failure.trap(WireError)
+        if failure.value.code not in (Code.NO_SUCH_REQUEST, Code.STALE_EPOCH):
+            return failure
+        return None
 
     @defer.inlineCallbacks
     def _serve_request(self, room_name: str, epoch: int, nick: str):
