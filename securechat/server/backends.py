@@ -9,7 +9,7 @@ import os
 from functools import partial
 
 from securechat.server.cluster import ClusterFanOut
-from securechat.server.sqlite_store import SQLiteStore, open_pool
+from securechat.server.sqlite_store import SQLiteStore, open_connections
 
 DATABASE_FILE = "securechat.db"
 
@@ -21,7 +21,8 @@ class Unavailable(Exception):
 def open_store(settings, data_dir: str):
     """SQLite in the data dir by default; PostgreSQL, checked now, when several daemons share it."""
     if not settings.postgres:
-        return SQLiteStore(open_pool(settings.database or os.path.join(data_dir, DATABASE_FILE)))
+        return SQLiteStore(*open_connections(
+            settings.database or os.path.join(data_dir, DATABASE_FILE)))
     try:
         from securechat.server.postgres_store import PostgresStore, StoreUnavailable
     except ImportError:

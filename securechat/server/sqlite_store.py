@@ -1,10 +1,12 @@
 # -*- test-case-name: tests.test_sqlite_store -*-
 """The SQLite store: the default, one file in the data dir.
 
-Every transaction runs on one dedicated connection (SQLite has one writer),
-in WAL mode with synchronous=FULL, so a commit survives power loss before
-the daemon acknowledges it. The schema carries a version number and is
-upgraded in place by the migrations below.
+Every write goes through one connection (SQLite has one writer), in WAL
+mode with synchronous=FULL, so a commit survives power loss before the
+daemon acknowledges it. In the daemon that connection is a
+L{GroupCommitWriter}; reads use a second, read-only connection on a thread
+of its own, which sees what has been committed. The schema carries a version
+number and is upgraded in place by the migrations below.
 """
 
 import os
@@ -15,6 +17,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from securechat.constants import PRIVATE_FILE_MODE
+from securechat.server.sqlite_writer import GroupCommitWriter, open_writer
 from securechat.server.sqlstore import (
     SCHEMA_VERSION,
     SQLStore,
@@ -189,37 +192,52 @@ class InlineRunner:
         self.connection.close()
 
 
-def open_pool(path: str) -> adbapi.ConnectionPool:
-    """The daemon's runner: one connection on one thread, as SQLite needs."""
+def configure_reader(connection) -> None:
+    """The read connection may not write, even by mistake: only the writer's
+    commits are acknowledged as durable."""
+    connection.execute("PRAGMA query_only=ON")
+    connection.execute("PRAGMA busy_timeout=5000")
+
+
+def open_connections(path: str, reactor=None) -> tuple[GroupCommitWriter,
+                                                       adbapi.ConnectionPool]:
+    """The daemon's writer and its reader, on the same file."""
     create_private_file(path)
-    return adbapi.ConnectionPool(
-        "sqlite3",
-        path,
-        check_same_thread=False,
-        cp_min=1,
-        cp_max=1,
-        cp_openfun=configure_connection,
-    )
+    writer = open_writer(path, configure_connection, reactor)
+    reader = adbapi.ConnectionPool("sqlite3", path, check_same_thread=False, cp_min=1,
+                                   cp_max=1, cp_openfun=configure_reader, cp_reactor=reactor)
+    return writer, reader
 
 
 @implementer(IStore)
 class SQLiteStore(SQLStore):
-    def __init__(self, runner):
+    """@param runner: where writes run (and reads too, if no C{reader}).
+    @param reader: where reads run, over a connection of its own."""
+
+    def __init__(self, runner, reader=None):
         self._runner = runner
+        self._reader = reader or runner
 
     def _run(self, interaction, *args, **kwargs):
         return self._runner.runInteraction(interaction, *args, **kwargs)
 
+    def _read(self, interaction, *args):
+        return self._reader.runInteraction(interaction, *args)
+
+    @defer.inlineCallbacks
     def close(self):
-        return defer.maybeDeferred(self._runner.close)
+        yield self._runner.close()
+        if self._reader is not self._runner:
+            yield self._reader.close()
 
     # -- loading -------------------------------------------------------------
 
     def load(self):
-        return self._run(_load)
+        """Upgrade the schema (a write), then read everything."""
+        return self._run(migrate).addCallback(lambda _: self._read(_load))
 
     def load_room(self, room_id: int):
-        return self._run(_load_room, room_id)
+        return self._read(_load_room, room_id)
 
     # -- accounts ------------------------------------------------------------
 
@@ -286,7 +304,6 @@ def _load_epoch(txn, room: RoomRow, epoch: int) -> None:
 
 
 def _load(txn) -> Snapshot:
-    migrate(txn)
     users = select_users(txn)
     txn.execute(
         "SELECT id, name, topic, invite_only, password_hash, rekey_required, created FROM rooms"

@@ -58,9 +58,13 @@ def select_users(txn) -> list[UserRow]:
 class SQLStore:
     """The statements both stores share. A subclass provides C{_run(interaction,
     *args)} (one transaction, a Deferred) and, if its driver wants another,
-    C{placeholder}."""
+    C{placeholder}. Reads go through C{_read}, which is C{_run} unless the
+    subclass reads over a connection of its own."""
 
     placeholder = "?"
+
+    def _read(self, interaction, *args):
+        return self._run(interaction, *args)
 
     def _sql(self, statement: str) -> str:
         return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
@@ -76,12 +80,12 @@ class SQLStore:
             txn.execute(statement, params)
             return [make(*r) for r in txn.fetchall()]
 
-        return self._run(interaction)
+        return self._read(interaction)
 
     # -- accounts ------------------------------------------------------------
 
     def load_users(self):
-        return self._run(select_users)
+        return self._read(select_users)
 
     def load_user(self, user_id: int):
         statement = self._sql(
@@ -93,7 +97,7 @@ class SQLStore:
             row = txn.fetchone()
             return UserRow(*row[:6], banned=bool(row[6])) if row else None
 
-        return self._run(interaction)
+        return self._read(interaction)
 
     def add_registration_token(self, digest: bytes, now: float, resets: int | None = None):
         return self._execute(
@@ -113,7 +117,7 @@ class SQLStore:
             found = txn.fetchone()
             return found[0] if found else None
 
-        return self._run(interaction)
+        return self._read(interaction)
 
     def add_member(self, room_id: int, user_id: int, role: str, now: float):
         return self._execute(

@@ -1,0 +1,192 @@
+"""Tests for securechat.server.sqlite_writer: writes grouped into one
+transaction per commit, each undone alone when it fails, acknowledged only
+once committed."""
+
+import os
+import sqlite3
+
+from twisted.internet import defer, task
+from twisted.trial.unittest import SynchronousTestCase
+
+from securechat.server.sqlite_store import SQLiteStore, configure_connection, configure_reader
+from securechat.server.sqlite_writer import GroupCommitWriter
+from securechat.server.store import MessageRow, UserRow
+
+
+class HeldCommits:
+    """Runs each commit only when the test says so, as a commit thread would
+    some time later."""
+
+    def __init__(self):
+        self.pending = []
+
+    def __call__(self, commit):
+        d = defer.Deferred()
+        self.pending.append((commit, d))
+        return d
+
+    def run_next(self):
+        commit, d = self.pending.pop(0)
+        try:
+            result = commit()
+        except Exception:
+            d.errback()
+        else:
+            d.callback(result)
+
+
+def insert(value):
+    def interaction(txn):
+        txn.execute("INSERT INTO t (v) VALUES (?)", (value,))
+        return value
+    return interaction
+
+
+def fail_after_insert(txn):
+    txn.execute("INSERT INTO t (v) VALUES ('undone')")
+    raise ValueError("refused")
+
+
+class GroupCommitWriterTests(SynchronousTestCase):
+    def setUp(self):
+        self.path = os.path.join(self.mktemp() + ".db")
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        configure_connection(connection)
+        connection.execute("CREATE TABLE t (v TEXT UNIQUE)")
+        self.clock = task.Clock()
+        self.commits = HeldCommits()
+        self.writer = GroupCommitWriter(connection, self.clock, self.commits)
+
+    def committed(self):
+        """What another connection sees: only what was committed."""
+        other = sqlite3.connect(self.path)
+        try:
+            return sorted(v for (v,) in other.execute("SELECT v FROM t"))
+        finally:
+            other.close()
+
+    def test_writes_of_one_turn_share_one_commit(self):
+        """Writes made in the same reactor turn go into one transaction and one commit."""
+        first = self.writer.runInteraction(insert("a"))
+        second = self.writer.runInteraction(insert("b"))
+        self.clock.advance(0)
+        self.assertEqual(len(self.commits.pending), 1)
+        self.commits.run_next()
+        self.assertEqual((self.successResultOf(first), self.successResultOf(second)), ("a", "b"))
+        self.assertEqual(self.committed(), ["a", "b"])
+
+    def test_result_waits_for_the_commit(self):
+        """A write's Deferred fires only once its transaction is durable, and no
+        other connection sees it before."""
+        d = self.writer.runInteraction(insert("a"))
+        self.clock.advance(0)
+        self.assertNoResult(d)
+        self.assertEqual(self.committed(), [])
+        self.commits.run_next()
+        self.assertEqual(self.successResultOf(d), "a")
+
+    def test_writes_during_a_commit_form_the_next_group(self):
+        """Writes that arrive while a commit is in flight are committed together
+        right after it, not one by one."""
+        self.writer.runInteraction(insert("a"))
+        self.clock.advance(0)
+        later = [self.writer.runInteraction(insert(v)) for v in "bcd"]
+        self.clock.advance(0)
+        self.assertEqual(len(self.commits.pending), 1)
+        self.commits.run_next()
+        self.assertEqual(len(self.commits.pending), 1)
+        self.commits.run_next()
+        self.assertEqual([self.successResultOf(d) for d in later], ["b", "c", "d"])
+        self.assertEqual(self.committed(), ["a", "b", "c", "d"])
+
+    def test_a_failing_write_is_undone_alone(self):
+        """A write that raises fails with its own error, what it wrote is undone,
+        and the others of its group still commit."""
+        good = self.writer.runInteraction(insert("a"))
+        bad = self.writer.runInteraction(fail_after_insert)
+        duplicate = self.writer.runInteraction(insert("a"))
+        self.clock.advance(0)
+        self.commits.run_next()
+        self.assertEqual(self.successResultOf(good), "a")
+        self.failureResultOf(bad, ValueError)
+        self.failureResultOf(duplicate, sqlite3.IntegrityError)
+        self.assertEqual(self.committed(), ["a"])
+
+    def test_failed_commit_fails_the_whole_group(self):
+        """If COMMIT fails, every write of the group fails and none is kept."""
+        writes = [self.writer.runInteraction(insert(v)) for v in "ab"]
+
+        def broken_commit(commit):
+            return defer.fail(sqlite3.OperationalError("disk I/O error"))
+
+        self.writer._off_thread = broken_commit
+        self.clock.advance(0)
+        for d in writes:
+            self.failureResultOf(d, sqlite3.OperationalError)
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
+        self.assertEqual(self.committed(), [])
+        self.writer._off_thread = self.commits
+        after = self.writer.runInteraction(insert("c"))
+        self.clock.advance(0)
+        self.commits.run_next()
+        self.assertEqual(self.successResultOf(after), "c")
+
+    def test_close_commits_what_is_queued_first(self):
+        """Closing waits for queued writes to commit, then refuses new ones."""
+        d = self.writer.runInteraction(insert("a"))
+        closed = self.writer.close()
+        self.assertNoResult(closed)
+        self.clock.advance(0)
+        self.commits.run_next()
+        self.successResultOf(closed)
+        self.assertEqual(self.successResultOf(d), "a")
+        self.failureResultOf(self.writer.runInteraction(insert("b")), sqlite3.ProgrammingError)
+        self.assertEqual(self.committed(), ["a"])
+
+
+class SplitStoreTests(SynchronousTestCase):
+    def test_reads_see_committed_writes_only(self):
+        """With a writer and a read-only reader, a stored message shows in
+        history once its commit is done, and the reader refuses to write."""
+        path = self.mktemp() + ".db"
+        writer_connection = sqlite3.connect(path, isolation_level=None)
+        configure_connection(writer_connection)
+        clock, commits = task.Clock(), HeldCommits()
+        reader = InlineReader(path)
+        store = SQLiteStore(GroupCommitWriter(writer_connection, clock, commits), reader)
+        loaded = store.load()
+        clock.advance(0)
+        commits.run_next()
+        self.assertEqual(self.successResultOf(loaded).rooms, [])
+        store.add_user(_user(), 0.0, None)
+        clock.advance(0)
+        commits.run_next()
+        store.create_room("lobby", 1, 0.0)
+        clock.advance(0)
+        commits.run_next()
+        appended = store.append_messages([MessageRow(1, 1, 0, 1, b"m", b"t", b"s", 0.0)])
+        clock.advance(0)
+        self.assertEqual(self.successResultOf(store.history(1, None, None, 10)), [])
+        commits.run_next()
+        self.assertEqual(self.successResultOf(appended)[0].outcome, "stored")
+        self.assertEqual(len(self.successResultOf(store.history(1, None, None, 10))), 1)
+        self.assertRaises(sqlite3.OperationalError, reader.connection.execute,
+                          "DELETE FROM messages")
+
+
+class InlineReader:
+    """A reader like the daemon's, run at once instead of on a thread."""
+
+    def __init__(self, path):
+        self.connection = sqlite3.connect(path, isolation_level=None)
+        configure_reader(self.connection)
+
+    def runInteraction(self, interaction, *args):  # noqa: N802
+        return defer.maybeDeferred(interaction, self.connection.cursor(), *args)
+
+    def close(self):
+        self.connection.close()
+
+
+def _user():
+    return UserRow(None, "alice", b"s", b"e", b"es", b"f" * 32)
