@@ -37,6 +37,15 @@ class ClientProtocolTests(SynchronousTestCase):
         self.transport = StringTransport()
         self.protocol.makeConnection(self.transport)
 
+    def test_nagle_is_off(self):
+        """The client turns Nagle's algorithm off, so a message typed right
+        after another is not held back for the server's delayed ACK."""
+        transport = StringTransport()
+        transport.setTcpNoDelay = lambda enabled: calls.append(enabled)
+        calls = []
+        ClientProtocol(RecordingSession(), task.Clock()).makeConnection(transport)
+        self.assertEqual(calls, [True])
+
     def test_reply_collects_data_lines(self):
         """Data lines under a request id are collected and the request fires on OK."""
         d = self.protocol.request("LIST")

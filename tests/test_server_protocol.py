@@ -5,6 +5,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -64,6 +65,28 @@ class ServerProtocolTests(SynchronousTestCase):
         messages = [formatEvent(e) for e in events]
         self.assertIn("connection from 127.0.0.1:5555 closed: Connection was closed cleanly: bye.", messages)
         self.assertIn("connection from 10.0.0.7:4242", messages)
+
+
+class SocketTransport(StringTransport):
+    """A StringTransport with the one socket option the server sets."""
+
+    no_delay = False
+
+    def setTcpNoDelay(self, enabled):  # noqa: N802
+        self.no_delay = enabled
+
+
+class NagleTests(SynchronousTestCase):
+    def test_nagle_is_off_through_wrappers(self):
+        """A connection reached through a wrapper (as TLS and PROXY are) turns
+        Nagle's algorithm off on the socket underneath, so lines never wait
+        for a delayed ACK."""
+        clock = task.Clock()
+        factory = ServerFactory(make_service(clock), "chat.example", clock)
+        wrapper = ProtocolWrapper(WrappingFactory(factory), factory.buildProtocol(None))
+        socket = SocketTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5555))
+        wrapper.makeConnection(socket)
+        self.assertTrue(socket.no_delay)
 
 
 class LoginTests(SynchronousTestCase):

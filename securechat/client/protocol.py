@@ -49,6 +49,7 @@ class ClientProtocol(LineProtocol):
         self._lost = False
 
     def connectionMade(self) -> None:  # noqa: N802
+        self.send_without_delay()
         self.session.connection_made(self)
 
     def connectionLost(self, reason) -> None:  # noqa: N802

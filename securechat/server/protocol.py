@@ -90,6 +90,7 @@ class ServerProtocol(LineProtocol):
         self._ping_ids = itertools.count(1)
 
     def connectionMade(self) -> None:  # noqa: N802
+        self.send_without_delay()
         self.peer = self.transport.getPeer()
         self.factory.metrics.connections.inc()
         if self.host is not None:
