@@ -4,12 +4,13 @@ once committed."""
 
 import os
 import sqlite3
+import threading
 
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
 from securechat.server.sqlite_store import SQLiteStore, configure_connection, configure_reader
-from securechat.server.sqlite_writer import GroupCommitWriter
+from securechat.server.sqlite_writer import CommitThread, GroupCommitWriter
 from securechat.server.store import MessageRow, UserRow
 
 
@@ -142,6 +143,43 @@ class GroupCommitWriterTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), "a")
         self.failureResultOf(self.writer.runInteraction(insert("b")), sqlite3.ProgrammingError)
         self.assertEqual(self.committed(), ["a"])
+
+
+class RecordingReactor:
+    """Collects what a thread hands back, to be run on the test's thread."""
+
+    def __init__(self):
+        self.calls = []
+
+    def callFromThread(self, f, *args):  # noqa: N802
+        self.calls.append((f, args))
+
+    def run_calls(self):
+        for f, args in self.calls:
+            f(*args)
+
+
+class CommitThreadTests(SynchronousTestCase):
+    def test_runs_off_thread_and_answers_on_the_reactor(self):
+        """A job runs on the commit thread, in order, and its result or error
+        comes back through callFromThread, not from the thread itself."""
+        reactor = RecordingReactor()
+        commits = CommitThread(reactor)
+        ran = commits(threading.get_ident)
+        failed = commits(lambda: 1 / 0)
+        commits.stop()
+        self.assertNoResult(ran)
+        reactor.run_calls()
+        self.assertNotEqual(self.successResultOf(ran), threading.get_ident())
+        self.failureResultOf(failed, ZeroDivisionError)
+
+    def test_close_ends_the_thread(self):
+        """Closing the writer ends its commit thread."""
+        connection = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        commits = CommitThread(RecordingReactor())
+        writer = GroupCommitWriter(connection, task.Clock(), commits, on_close=commits.stop)
+        self.successResultOf(writer.close())
+        self.assertFalse(commits._thread.is_alive())
 
 
 class SplitStoreTests(SynchronousTestCase):
