@@ -168,8 +168,9 @@ def main(argv=None) -> int:
     parser.add_argument("--scenario", help="run only this fanout scenario, or 'sweep', "
                                            "'connections', 'history' or 'scaleout'")
     parser.add_argument("--profile", metavar="PREFIX",
-                        help="record each fanout server with py-spy into "
-                             "PREFIX-scenario-server.folded (collapsed stacks)")
+                        help="record each fanout server with py-spy (the thread holding "
+                             "the GIL, 400 Hz) into PREFIX-scenario-server.folded "
+                             "(collapsed stacks)")
     options = parser.parse_args(argv)
     spec = SIZES[options.size]
     started = time.monotonic()
