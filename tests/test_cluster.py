@@ -4,6 +4,7 @@ outage cost a delay, never a message. (tests.test_scaleout runs the same on
 PostgreSQL and Redis with real daemons.)"""
 
 from functools import partial
+from types import SimpleNamespace
 
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
@@ -11,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from securechat.constants import PRESENCE_HEARTBEAT_SECONDS, PRESENCE_MISSED_HEARTBEATS
 from securechat.server import events
 from securechat.server.cluster import ClusterFanOut, decode_notice, encode_notice
+from securechat.server.store import MessageRow
 from securechat.wire import encode_frame
 from tests.serverharness import Server, decode, verbs_of
 from tests.test_service import Keys
@@ -286,10 +288,70 @@ class ClusterTests(SynchronousTestCase):
         service.store.history = lambda *args: pending
         service.replica.messages_up_to(room.id, 2)
         line = events.line("*", events.message(room, rows[0], "alice"))
-        service.replica.deliver(room, rows[0], line, None)
+        service.replica.deliver(room, rows[0], line)
         pending.callback(rows)
         self.assertEqual([decode(f)["server_seq"] for f in clients["bob"].frames()], [1, 2])
 
+
+    def test_room_re_read_during_a_catch_up_delivers_each_once(self):
+        """A room re-read (after a rotation elsewhere, say) that lands while its
+        messages are being read back does not make them go out twice."""
+        clients = self.room_with(("alice", 0), ("bob", 1))
+        self.buses[0].cut()
+        self.send(clients, "alice")
+        self.send(clients, "alice")
+        service = self.daemons[1].service
+        room = service.rooms.find("#lab")
+        rows = self.successResultOf(service.store.history(room.id, None, 0, 10))
+        first_read, history = defer.Deferred(), service.store.history
+        reads = []
+        service.store.history = lambda *args: (
+            first_read if not reads.append(args) and len(reads) == 1 else history(*args))
+        service.replica.messages_up_to(room.id, 2)
+        self.successResultOf(service.replica.reload_room(room.id))
+        first_read.callback(rows)
+        self.settle()
+        self.assertEqual([decode(f)["server_seq"] for f in clients["bob"].frames()], [1, 2])
+
+    def test_own_message_read_back_before_its_ack_is_not_echoed(self):
+        """A message this daemon stored, read back by a catch-up before its
+        commit came back, still never goes to the connection that sent it;
+        other members get it once."""
+        clients = self.room_with(("alice", 0), ("bob", 1), ("carol", 1))
+        self.buses[0].cut()
+        self.send(clients, "alice")
+        service = self.daemons[1].service
+        store = service.messages._store
+        append, held = store.append_messages, []
+
+        def committed_but_not_answered(rows):
+            result = self.successResultOf(append(rows))
+            held.append(result)
+            return defer.Deferred()
+
+        store.append_messages = committed_but_not_answered
+        answer = self.keys.message(clients["bob"], "bob", "#lab", 1)
+        self.assertEqual((answer, len(held)), ([], 1))
+        service.replica.messages_up_to(service.rooms.find("#lab").id, 1)
+        self.settle()
+        self.assertEqual([decode(f)["server_seq"] for f in clients["bob"].frames()], [1])
+        self.assertEqual([decode(f)["server_seq"] for f in clients["carol"].frames()], [1, 2])
+
+    def test_a_copy_sent_again_keeps_the_senders_exclusion(self):
+        """A copy of a message sent again (from a new connection) while the
+        first is being stored is answered DUPLICATE, and the first copy still
+        leaves out the connection that sent it when it is delivered."""
+        replica = self.daemons[1].service.replica
+        excluded = []
+        self.daemons[1].service.fanout.deliver_here = lambda members, line, exclude=None: (
+            excluded.append(exclude))
+        row = MessageRow(1, 2, 1, 7, b"m", b"t", b"s", 0.0, server_seq=5)
+        first, second = object(), object()
+        replica.sending(row, first)
+        replica.sending(row, second)
+        replica.not_stored(row, second)
+        replica.deliver(SimpleNamespace(id=1, last_seq=4, members={}), row, b"line")
+        self.assertEqual(excluded, [first])
 
     def test_message_in_an_epoch_made_elsewhere_is_taken(self):
         """A message in an epoch rotated through the other daemon, whose notice

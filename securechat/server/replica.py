@@ -99,7 +99,9 @@ class Replica:
         self._service = service
         self._reads = _Serial()
         self._targets: dict[int, int] = {}
-        self._echo_excluded: dict[tuple[int, int], object] = {}
+        # (room, sender, sender's seq) -> the connection that sent it, from
+        # before the commit until whichever path delivers it.
+        self._senders: dict[tuple[int, int, int], object] = {}
         self._writing: dict[int, int] = {}
         self._writes_done: dict[int, int] = {}
         self._read_again: set[int] = set()
@@ -134,14 +136,28 @@ class Replica:
 
     # -- messages ------------------------------------------------------------
 
-    def deliver(self, room, row, line: bytes, exclude) -> None:
+    def sending(self, row, connection) -> None:
+        """A message is about to be stored: whichever path delivers it (next
+        in line, or read back with others after a gap, possibly before its
+        commit has come back here) leaves out the connection that sent it.
+        A copy sent again while the first is on its way changes nothing."""
+        self._senders.setdefault((row.room_id, row.sender_id, row.seq), connection)
+
+    def not_stored(self, row, connection) -> None:
+        """This copy was refused or was already stored: nothing to deliver for it."""
+        key = (row.room_id, row.sender_id, row.seq)
+        if key in self._senders and self._senders[key] is connection:
+            del self._senders[key]
+
+    def deliver(self, room, row, line: bytes) -> None:
         """A message this daemon stored: delivered now if it is next in its
-        room, else after the ones before it, read from the database."""
+        room, else after the ones before it, read from the database (a read
+        may already have delivered it)."""
         if row.server_seq == room.last_seq + 1:
             room.last_seq = row.server_seq
-            self._service.fanout.deliver_here(room.members, line, exclude)
+            sender = self._senders.pop((row.room_id, row.sender_id, row.seq), None)
+            self._service.fanout.deliver_here(room.members, line, sender)
             return
-        self._echo_excluded[(room.id, row.server_seq)] = exclude
         self.messages_up_to(room.id, row.server_seq)
 
     def message_arrived(self, room_id: int, server_seq: int, epoch: int, line: bytes) -> None:
@@ -180,9 +196,9 @@ class Replica:
                 if row.server_seq <= room.last_seq:
                     continue  # delivered meanwhile, as the next in line
                 line = events.line("*", events.message(room, row, service.nick(row.sender_id)))
-                ours = (room_id, row.server_seq) in self._echo_excluded
-                service.fanout.deliver_here(
-                    room.members, line, self._echo_excluded.pop((room_id, row.server_seq), None))
+                key = (room_id, row.sender_id, row.seq)
+                ours = key in self._senders
+                service.fanout.deliver_here(room.members, line, self._senders.pop(key, None))
                 room.last_seq = row.server_seq
                 if row.epoch == room.epoch and not ours:
                     # Counted towards the next rotation; this daemon's own

@@ -490,13 +490,20 @@ class ChatService(service.Service):
         if epoch != room.epoch:
             raise WireError(Code.STALE_EPOCH, f"{room.name} is at epoch {room.epoch}")
         row = MessageRow(room.id, user.id, epoch, seq, message_id, token, signature, self.now())
+        self.replica.sending(row, connection)
         d = self.messages.append(row)
         d.addCallback(self._stored, room, row, user, acknowledge, connection)
+        d.addErrback(self._not_stored, row, connection)
         return d
+
+    def _not_stored(self, failure, row: MessageRow, connection):
+        self.replica.not_stored(row, connection)
+        return failure
 
     def _stored(self, result, room: RoomRow, row: MessageRow, user: UserRow, acknowledge,
                 connection) -> None:
         if result.outcome == "duplicate":
+            self.replica.not_stored(row, connection)
             acknowledge([("DUPLICATE", (str(result.server_seq),))])
             return
         if result.outcome == "gone":
@@ -515,7 +522,7 @@ class ChatService(service.Service):
                             row.token, row.signature, row.received, result.server_seq)
         line = events.line("*", events.message(room, stored, user.nick))
         self.fanout.message_stored(room.id, result.server_seq, row.epoch, line)
-        self.replica.deliver(room, stored, line, connection)
+        self.replica.deliver(room, stored, line)
 
     @defer.inlineCallbacks
     def history(self, user: UserRow, name: str, direction: str, server_seq: int, limit: int):
