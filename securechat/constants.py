@@ -209,11 +209,6 @@ PING_TIMEOUT_SECONDS = 20
 MAX_SEND_QUEUE_BYTES = 1024 * 1024
 MAX_PAUSED_SECONDS = 30
 
-# Committed messages' lines wait up to 2 ms for more to the same connection,
-# then leave in one TLS record: fewer records and send() calls under load, a
-# delay nobody reads. Bounded, so latency never grows with load.
-WRITE_COALESCE_SECONDS = 0.002
-
 # The Prometheus endpoint listens here only: room and connection counts are
 # metadata; a scraper on another host goes through an SSH tunnel or a proxy.
 METRICS_INTERFACE = "127.0.0.1"

@@ -1,7 +1,6 @@
 """Tests for securechat.server.fanout: delivery to live connections, and
 output held for the length of a batch."""
 
-from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
 from securechat.server.fanout import LocalFanOut, OutputBatch
@@ -74,46 +73,3 @@ class OutputBatchTests(SynchronousTestCase):
             batch.release(connection)
             self.assertEqual(connection.writes, [[b"a\n"]])
         self.assertEqual(connection.writes, [[b"a\n"]])
-
-
-class OutputWindowTests(SynchronousTestCase):
-    def setUp(self):
-        self.clock = task.Clock()
-        self.batch = OutputBatch(self.clock, window=0.002)
-        self.connection = RecordingConnection()
-
-    def test_batches_within_the_window_share_one_write(self):
-        """Lines of two batches within the window leave together, once the window is over."""
-        for line in (b"a\n", b"b\n"):
-            with self.batch.held():
-                self.batch.hold(self.connection, line)
-        self.clock.advance(0.001)
-        self.assertEqual(self.connection.writes, [])
-        self.clock.advance(0.001)
-        self.assertEqual(self.connection.writes, [[b"a\n", b"b\n"]])
-
-    def test_a_later_line_waits_behind_waiting_ones(self):
-        """A reply sent outside a batch while lines wait for its connection goes
-        after them, never before; another connection's reply is not held."""
-        other = RecordingConnection()
-        with self.batch.held():
-            self.batch.hold(self.connection, b"a\n")
-        self.assertTrue(self.batch.hold(self.connection, b"reply\n"))
-        self.assertFalse(self.batch.hold(other, b"reply\n"))
-        self.clock.advance(0.002)
-        self.assertEqual(self.connection.writes, [[b"a\n", b"reply\n"]])
-        self.assertFalse(self.batch.hold(self.connection, b"later\n"))
-
-    def test_release_and_write_all_do_not_wait(self):
-        """A closing connection gets its waiting lines at once, and stopping
-        writes the rest at once; nothing is written twice."""
-        other = RecordingConnection()
-        with self.batch.held():
-            self.batch.hold(self.connection, b"a\n")
-            self.batch.hold(other, b"b\n")
-        self.batch.release(self.connection)
-        self.assertEqual(self.connection.writes, [[b"a\n"]])
-        self.batch.write_all()
-        self.assertEqual(other.writes, [[b"b\n"]])
-        self.clock.advance(1)
-        self.assertEqual((len(self.connection.writes), len(other.writes)), (1, 1))

@@ -131,25 +131,16 @@ class LocalFanOut:
 
 class OutputBatch:
     """Lines held back while a batch of committed messages is applied, then
-    written with one write per connection, together with whatever later
-    batches bring within C{window} seconds.
+    written with one write per connection.
 
     A group commit acknowledges and fans out many messages in one go; a
-    member of a busy room would otherwise get one TLS record, one encryption
-    call and one send() per line. At chat rates a single batch rarely holds
-    two lines for the same member, so lines wait up to C{window} for more
-    (a couple of milliseconds, far below what a reader notices). While lines
-    wait for a connection, every other line for it waits behind them, so
-    the order never changes. With no window, everything held is written
-    before C{held} returns.
+    member of a busy room would otherwise get one TLS record (and one
+    encryption call) per line. Holding is scoped and synchronous: nothing
+    waits for a timer, and everything held is written before C{held} returns.
     """
 
-    def __init__(self, clock=None, window: float = 0.0):
-        self._clock = clock
-        self._window = window
+    def __init__(self):
         self._held: dict | None = None
-        self._waiting: dict = {}
-        self._write_call = None
 
     @contextmanager
     def held(self):
@@ -162,37 +153,16 @@ class OutputBatch:
         finally:
             held, self._held = self._held, None
             for connection, lines in held.items():
-                self._waiting.setdefault(connection, []).extend(lines)
-            if not self._window:
-                self.write_all()
-            elif self._waiting and self._write_call is None:
-                self._write_call = self._clock.callLater(self._window, self.write_all)
+                connection.write_lines(lines)
 
     def hold(self, connection, line: bytes) -> bool:
-        """Keep C{line} for C{connection} if a batch is open or lines already
-        wait for it; @return: whether it was kept."""
-        if self._held is not None:
-            self._held.setdefault(connection, []).append(line)
-            return True
-        waiting = self._waiting.get(connection)
-        if waiting is None:
+        """Keep C{line} for C{connection} if a batch is open; @return: whether it was kept."""
+        if self._held is None:
             return False
-        waiting.append(line)
+        self._held.setdefault(connection, []).append(line)
         return True
 
-    def write_all(self) -> None:
-        """Write everything waiting now (the window is over, or the daemon stops)."""
-        if self._write_call is not None and self._write_call.active():
-            self._write_call.cancel()
-        self._write_call = None
-        waiting, self._waiting = self._waiting, {}
-        for connection, lines in waiting.items():
-            connection.write_lines(lines)
-
     def release(self, connection) -> None:
-        """Write what is held or waiting for C{connection} now (it is about to close)."""
-        lines = self._waiting.pop(connection, [])
+        """Write what is held for C{connection} now (it is about to close)."""
         if self._held and connection in self._held:
-            lines += self._held.pop(connection)
-        if lines:
-            connection.write_lines(lines)
+            connection.write_lines(self._held.pop(connection))

@@ -64,9 +64,6 @@ class ServiceSettings:
     server_name: str
     registration: str = "open"
     limits: RoomLimits = RoomLimits()
-    # How long committed messages' lines may wait for more (see OutputBatch);
-    # none by default, so that tools and tests see writes at once.
-    output_window: float = 0.0
 
 
 class ChatService(service.Service):
@@ -80,7 +77,7 @@ class ChatService(service.Service):
         self._run_blocking = run_blocking or threads.deferToThread
         self.metrics = metrics or ServerMetrics()
         self.metrics.count_rooms(lambda: self.rooms or ())
-        self.output = OutputBatch(clock, settings.output_window)
+        self.output = OutputBatch()
         self.messages = MessageLog(store, clock, self.metrics, self.output)
         self.ready = defer.Deferred()
         self.accounts: AccountRegistry | None = None
@@ -125,7 +122,6 @@ class ChatService(service.Service):
             self.operator.stop()
         yield self.fanout.stop()
         yield self.messages.drain()
-        self.output.write_all()
         yield self.store.close()
         yield super().stopService()
 
