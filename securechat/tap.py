@@ -10,7 +10,7 @@ from twisted.protocols.haproxy import proxyEndpoint
 from twisted.python import usage
 
 from securechat.config import SETTINGS, ConfigError, build_settings, prepare_data_dir
-from securechat.constants import LISTEN_BACKLOG
+from securechat.constants import COMMIT_INTERVAL_SECONDS, LISTEN_BACKLOG
 from securechat.server.backends import Unavailable, open_fanout, open_store
 from securechat.server.daemonlog import DaemonLog, install_for_twistd
 from securechat.server.limits import ConnectionLimits
@@ -82,6 +82,7 @@ def makeService(config, reactor=None) -> MultiService:  # noqa: N802
             settings.public_name,
             settings.registration,
             RoomLimits(settings.rooms_per_user, settings.members_per_room, settings.topic_length),
+            commit_interval=COMMIT_INTERVAL_SECONDS,
         ),
         metrics=metrics,
         fanout=fanout,

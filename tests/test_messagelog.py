@@ -98,3 +98,46 @@ class MessageLogTests(SynchronousTestCase):
         self.clock.advance(0)
         self.store.commit()
         self.assertEqual((holding, connection.writes), ([True, True], [[b"line\n"] * 2]))
+
+
+class CommitIntervalTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = task.Clock()
+        self.store = ControlledStore()
+        self.log = MessageLog(self.store, self.clock, ServerMetrics(), OutputBatch(),
+                              interval=0.004)
+
+    def test_idle_daemon_commits_at_once(self):
+        """A message to a daemon that committed nothing for a while starts its
+        commit in the same turn, with no wait."""
+        self.clock.advance(1)
+        self.log.append(row(1))
+        self.clock.advance(0)
+        self.assertEqual(len(self.store.batches), 1)
+
+    def test_busy_daemon_starts_commits_no_closer_than_the_interval(self):
+        """Under load, the next group starts only once the interval since the
+        last one's start is over, and holds everything that came meanwhile."""
+        self.log.append(row(1))
+        self.clock.advance(0)
+        self.clock.advance(0.001)
+        self.store.commit()
+        later = [self.log.append(row(n)) for n in (2, 3)]
+        self.clock.advance(0.002)
+        self.assertEqual(len(self.store.batches), 1)
+        self.clock.advance(0.001)
+        self.assertEqual([len(b) for b in self.store.batches], [1, 2])
+        self.store.commit()
+        self.assertEqual([self.successResultOf(d).server_seq for d in later], [2, 3])
+
+    def test_drain_does_not_wait_for_the_interval(self):
+        """Stopping commits what is queued at once, without waiting out the interval."""
+        self.log.append(row(1))
+        self.clock.advance(0)
+        self.store.commit()
+        queued = self.log.append(row(2))
+        drained = self.log.drain()
+        self.assertEqual(len(self.store.batches), 2)
+        self.store.commit()
+        self.successResultOf(queued)
+        self.successResultOf(drained)

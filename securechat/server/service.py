@@ -64,6 +64,9 @@ class ServiceSettings:
     server_name: str
     registration: str = "open"
     limits: RoomLimits = RoomLimits()
+    # The least time between group commits under load (see MessageLog); none
+    # by default, so that tools and tests see each commit at once.
+    commit_interval: float = 0.0
 
 
 class ChatService(service.Service):
@@ -78,7 +81,8 @@ class ChatService(service.Service):
         self.metrics = metrics or ServerMetrics()
         self.metrics.count_rooms(lambda: self.rooms or ())
         self.output = OutputBatch()
-        self.messages = MessageLog(store, clock, self.metrics, self.output)
+        self.messages = MessageLog(store, clock, self.metrics, self.output,
+                                   settings.commit_interval)
         self.ready = defer.Deferred()
         self.accounts: AccountRegistry | None = None
         self.rooms: RoomRegistry | None = None
