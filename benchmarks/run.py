@@ -57,9 +57,10 @@ SIZES = {
     "full": Size("every row the median of 3 runs; fanout runs of 10 s", 3, _fanout(10.0),
                  (250, 500, 2000), 3, _connections(settle=3.0), 3,
                  history.Spec(1_000_000, 10_000, 200), 3, _fanout(10.0)[1]),
-    "short": Size("fanout runs of 2 s; fanout-max the median of 3 runs, every other row "
-                  "and point one run; two daemons only with --scenario scaleout", 3,
-                  _fanout(2.0), (500,), 1, _connections(settle=1.0), 1,
+    "short": Size("fanout runs of 2 s, each fanout row and sweep point the median of 3 "
+                  "runs; connections and history one run; two daemons only with "
+                  "--scenario scaleout", 3,
+                  _fanout(2.0), (500,), 3, _connections(settle=1.0), 1,
                   history.Spec(1_000_000, 10_000, 200), 1),
     # For the test suite: proves the harness runs end to end, measures nothing.
     "smoke": Size("a tiny version of each scenario, one run each", 1, (_SMOKE,),
