@@ -274,19 +274,31 @@ class ClusterTests(SynchronousTestCase):
         self.assertFalse(fanout.online(alice))
 
 
-    def test_message_stored_during_a_catch_up_is_delivered_once(self):
-        """A message delivered as next in line while older ones are being read
-        back reaches members once: the read skips it."""
+    def unheard_of_messages(self):
+        """Two of alice's messages that daemon B has not heard of, and a first
+        read of them that B starts and that finishes when the test says."""
         clients = self.room_with(("alice", 0), ("bob", 1))
         self.buses[0].cut()
         self.send(clients, "alice")
         self.send(clients, "alice")
         service = self.daemons[1].service
         room = service.rooms.find("#lab")
-        rows = self.successResultOf(service.store.history(room.id, None, 0, 10))
-        pending = defer.Deferred()
-        service.store.history = lambda *args: pending
+        history = service.store.history
+        rows = self.successResultOf(history(room.id, None, 0, 10))
+        first_read, reads = defer.Deferred(), []
+
+        def read(*args):
+            reads.append(args)
+            return first_read if len(reads) == 1 else history(*args)
+
+        service.store.history = read
         service.replica.messages_up_to(room.id, 2)
+        return clients, service, room, rows, first_read
+
+    def test_message_stored_during_a_catch_up_is_delivered_once(self):
+        """A message delivered as next in line while older ones are being read
+        back reaches members once: the read skips it."""
+        clients, service, room, rows, pending = self.unheard_of_messages()
         line = events.line("*", events.message(room, rows[0], "alice"))
         service.replica.deliver(room, rows[0], line)
         pending.callback(rows)
@@ -296,18 +308,7 @@ class ClusterTests(SynchronousTestCase):
     def test_room_re_read_during_a_catch_up_delivers_each_once(self):
         """A room re-read (after a rotation elsewhere, say) that lands while its
         messages are being read back does not make them go out twice."""
-        clients = self.room_with(("alice", 0), ("bob", 1))
-        self.buses[0].cut()
-        self.send(clients, "alice")
-        self.send(clients, "alice")
-        service = self.daemons[1].service
-        room = service.rooms.find("#lab")
-        rows = self.successResultOf(service.store.history(room.id, None, 0, 10))
-        first_read, history = defer.Deferred(), service.store.history
-        reads = []
-        service.store.history = lambda *args: (
-            first_read if not reads.append(args) and len(reads) == 1 else history(*args))
-        service.replica.messages_up_to(room.id, 2)
+        clients, service, room, rows, first_read = self.unheard_of_messages()
         self.successResultOf(service.replica.reload_room(room.id))
         first_read.callback(rows)
         self.settle()

@@ -18,7 +18,13 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from securechat.constants import DATABASE_CONNECT_TIMEOUT_SECONDS
-from securechat.server.sqlstore import SQLStore, schema_version, select_users, versions_to_apply
+from securechat.server.sqlstore import (
+    SQLStore,
+    append_message,
+    schema_version,
+    select_users,
+    versions_to_apply,
+)
 from securechat.server.store import (
     AppendResult,
     EpochConflict,
@@ -463,26 +469,7 @@ def _append_messages(txn, rows: list[MessageRow]) -> list[AppendResult]:
             continue
         # Read committed: this statement starts after the lock was granted,
         # so MAX sees every message the previous holder committed.
-        txn.execute(
-            "INSERT INTO messages (room_id, server_seq, sender_id, epoch, seq, message_id,"
-            " token, signature, received) SELECT %s, COALESCE(MAX(server_seq), 0) + 1,"
-            " %s, %s, %s, %s, %s, %s, %s FROM messages WHERE room_id = %s"
-            " ON CONFLICT (room_id, sender_id, seq) DO NOTHING RETURNING server_seq",
-            (row.room_id, row.sender_id, row.epoch, row.seq, row.message_id, row.token,
-             row.signature, row.received, row.room_id),
-        )
-        stored = txn.fetchone()
-        if stored is not None:
-            results.append(AppendResult("stored", stored[0]))
-            continue
-        txn.execute(
-            "SELECT server_seq, message_id FROM messages"
-            " WHERE room_id = %s AND sender_id = %s AND seq = %s",
-            (row.room_id, row.sender_id, row.seq),
-        )
-        server_seq, message_id = txn.fetchone()
-        outcome = "duplicate" if message_id == row.message_id else "seq_reused"
-        results.append(AppendResult(outcome, server_seq))
+        results.append(append_message(txn, row, "%s"))
     return results
 
 

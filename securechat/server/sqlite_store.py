@@ -21,6 +21,7 @@ from securechat.server.sqlite_writer import GroupCommitWriter, open_writer
 from securechat.server.sqlstore import (
     SCHEMA_VERSION,
     SQLStore,
+    append_message,
     schema_version,
     select_users,
     versions_to_apply,
@@ -423,40 +424,15 @@ def _create_room(txn, name: str, owner_id: int, now: float) -> int:
     return room_id
 
 
-# One statement for the usual case, a new message: it takes the room's next
-# server_seq and stores the row, or does nothing when (sender, seq) is taken.
-_APPEND = (
-    "INSERT INTO messages (room_id, server_seq, sender_id, epoch, seq, message_id, token,"
-    " signature, received)"
-    " SELECT ?, COALESCE(MAX(server_seq), 0) + 1, ?, ?, ?, ?, ?, ?, ? FROM messages"
-    " WHERE room_id = ?"
-    " ON CONFLICT (room_id, sender_id, seq) DO NOTHING RETURNING server_seq"
-)
-
-
 def _append_messages(txn, rows: list[MessageRow]) -> list[AppendResult]:
     results = []
     for row in rows:
         try:
-            txn.execute(_APPEND, (row.room_id, row.sender_id, row.epoch, row.seq, row.message_id,
-                                  row.token, row.signature, row.received, row.room_id))
+            results.append(append_message(txn, row))
         except sqlite3.IntegrityError:
             # The room was deleted since this message was queued; only this row
             # fails (SQLite undoes the statement, not the transaction).
             results.append(AppendResult("gone", 0))
-            continue
-        stored = txn.fetchone()
-        if stored is not None:
-            results.append(AppendResult("stored", stored[0]))
-            continue
-        txn.execute(
-            "SELECT server_seq, message_id FROM messages"
-            " WHERE room_id = ? AND sender_id = ? AND seq = ?",
-            (row.room_id, row.sender_id, row.seq),
-        )
-        server_seq, message_id = txn.fetchone()
-        outcome = "duplicate" if message_id == row.message_id else "seq_reused"
-        results.append(AppendResult(outcome, server_seq))
     return results
 
 

@@ -8,7 +8,14 @@ What differs (schema DDL, appending messages, loading, conflicts, the
 connection) stays in each store. None of this is on the message hot path.
 """
 
-from securechat.server.store import EpochRow, MessageRow, UserRow, WrapRequestRow, WrapRow
+from securechat.server.store import (
+    AppendResult,
+    EpochRow,
+    MessageRow,
+    UserRow,
+    WrapRequestRow,
+    WrapRow,
+)
 
 SCHEMA_VERSION = 2
 
@@ -55,6 +62,41 @@ def select_users(txn) -> list[UserRow]:
     return [UserRow(*r[:6], banned=bool(r[6])) for r in txn.fetchall()]
 
 
+def respell(statement: str, placeholder: str) -> str:
+    """A statement written with ``?`` for each parameter, as C{placeholder}'s driver spells it."""
+    return statement if placeholder == "?" else statement.replace("?", placeholder)
+
+
+# Appending a message, in one statement for the usual case (a new message):
+# it takes the room's next server_seq and stores the row, or does nothing
+# when the sender's seq is taken. The caller makes sure nobody else appends
+# to the room meanwhile (SQLite has one writer; PostgreSQL locks the room).
+APPEND_MESSAGE = (
+    "INSERT INTO messages (room_id, server_seq, sender_id, epoch, seq, message_id, token,"
+    " signature, received)"
+    " SELECT ?, COALESCE(MAX(server_seq), 0) + 1, ?, ?, ?, ?, ?, ?, ? FROM messages"
+    " WHERE room_id = ?"
+    " ON CONFLICT (room_id, sender_id, seq) DO NOTHING RETURNING server_seq"
+)
+
+
+def append_message(txn, row: MessageRow, placeholder: str = "?") -> AppendResult:
+    """Run APPEND_MESSAGE for C{row}: stored, or, when its seq was taken, the
+    same message stored before (a retry) or another one (a client bug)."""
+    txn.execute(respell(APPEND_MESSAGE, placeholder),
+                (row.room_id, row.sender_id, row.epoch, row.seq, row.message_id, row.token,
+                 row.signature, row.received, row.room_id))
+    stored = txn.fetchone()
+    if stored is not None:
+        return AppendResult("stored", stored[0])
+    txn.execute(respell("SELECT server_seq, message_id FROM messages"
+                        " WHERE room_id = ? AND sender_id = ? AND seq = ?", placeholder),
+                (row.room_id, row.sender_id, row.seq))
+    server_seq, message_id = txn.fetchone()
+    return AppendResult("duplicate" if message_id == row.message_id else "seq_reused",
+                        server_seq)
+
+
 class SQLStore:
     """The statements both stores share. A subclass provides C{_run(interaction,
     *args)} (one transaction, a Deferred) and, if its driver wants another,
@@ -67,7 +109,7 @@ class SQLStore:
         return self._run(interaction, *args)
 
     def _sql(self, statement: str) -> str:
-        return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
+        return respell(statement, self.placeholder)
 
     def _execute(self, statement: str, params=()):
         statement = self._sql(statement)
