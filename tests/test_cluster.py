@@ -339,18 +339,19 @@ class ClusterTests(SynchronousTestCase):
         self.assertEqual([decode(f)["server_seq"] for f in clients["carol"].frames()], [1, 2])
 
     def test_a_copy_sent_again_keeps_the_senders_exclusion(self):
-        """A copy of a message sent again (from a new connection) while the
-        first is being stored is answered DUPLICATE, and the first copy still
-        leaves out the connection that sent it when it is delivered."""
+        """A copy of a message sent again (on the same connection or a new one)
+        while the first is being stored is not the one remembered, so its
+        DUPLICATE answer forgets nothing: the first copy still leaves out the
+        connection that sent it when it is delivered."""
         replica = self.daemons[1].service.replica
         excluded = []
         self.daemons[1].service.fanout.deliver_here = lambda members, line, exclude=None: (
             excluded.append(exclude))
         row = MessageRow(1, 2, 1, 7, b"m", b"t", b"s", 0.0, server_seq=5)
         first, second = object(), object()
-        replica.sending(row, first)
-        replica.sending(row, second)
-        replica.not_stored(row, second)
+        self.assertTrue(replica.sending(row, first))
+        self.assertFalse(replica.sending(row, first))
+        self.assertFalse(replica.sending(row, second))
         replica.deliver(SimpleNamespace(id=1, last_seq=4, members={}), row, b"line")
         self.assertEqual(excluded, [first])
 

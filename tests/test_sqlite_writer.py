@@ -132,6 +132,42 @@ class GroupCommitWriterTests(SynchronousTestCase):
         self.commits.run_next()
         self.assertEqual(self.successResultOf(after), "c")
 
+    def test_abandoned_transaction_fails_the_group_with_its_cause(self):
+        """When the transaction ends inside a write (SQLite gives it up on a full
+        disk), every write of the group fails with that write's own error and
+        nothing of the group is kept; the writer goes on afterwards."""
+        def abandon(txn):
+            txn.execute("INSERT INTO t (v) VALUES ('b')")
+            txn.execute("ROLLBACK")
+            raise sqlite3.OperationalError("database or disk is full")
+
+        first = self.writer.runInteraction(insert("a"))
+        failing = self.writer.runInteraction(abandon)
+        self.clock.advance(0)
+        self.assertEqual(self.commits.pending, [])
+        for d in (first, failing):
+            self.assertIn("disk is full", str(self.failureResultOf(d).value))
+        self.assertEqual(self.committed(), [])
+        after = self.writer.runInteraction(insert("c"))
+        self.clock.advance(0)
+        self.commits.run_next()
+        self.assertEqual(self.successResultOf(after), "c")
+
+    def test_close_from_a_callback_still_commits_the_queue(self):
+        """A close() made by a write's callback (a daemon stopping while a commit
+        is in flight) first commits what was queued meanwhile, and closes once."""
+        first = self.writer.runInteraction(insert("a"))
+        self.clock.advance(0)
+        queued = self.writer.runInteraction(insert("b"))
+        closed = []
+        first.addCallback(lambda _: closed.append(self.writer.close()))
+        self.commits.run_next()
+        self.assertNoResult(closed[0])
+        self.commits.run_next()
+        self.assertEqual(self.successResultOf(queued), "b")
+        self.successResultOf(closed[0])
+        self.assertEqual(self.committed(), ["a", "b"])
+
     def test_close_commits_what_is_queued_first(self):
         """Closing waits for queued writes to commit, then refuses new ones."""
         d = self.writer.runInteraction(insert("a"))

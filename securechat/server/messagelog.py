@@ -45,7 +45,8 @@ class MessageLog:
 
     def _wait(self) -> float:
         """How long until the next commit may start (none if the last began long enough ago)."""
-        return max(0.0, self._started + self._interval - self._clock.seconds())
+        # Never more than the interval, even if the wall clock stepped back.
+        return min(self._interval, max(0.0, self._started + self._interval - self._clock.seconds()))
 
     def _flush(self) -> None:
         self._flush_call = None

@@ -140,14 +140,20 @@ class Replica:
         """A message is about to be stored: whichever path delivers it (next
         in line, or read back with others after a gap, possibly before its
         commit has come back here) leaves out the connection that sent it.
-        A copy sent again while the first is on its way changes nothing."""
-        self._senders.setdefault((row.room_id, row.sender_id, row.seq), connection)
+        A copy sent again while the first is on its way changes nothing.
 
-    def not_stored(self, row, connection) -> None:
-        """This copy was refused or was already stored: nothing to deliver for it."""
+        @return: whether this copy is the one remembered (only that one may
+            be forgotten through L{not_stored})."""
         key = (row.room_id, row.sender_id, row.seq)
-        if key in self._senders and self._senders[key] is connection:
-            del self._senders[key]
+        if key in self._senders:
+            return False
+        self._senders[key] = connection
+        return True
+
+    def not_stored(self, row) -> None:
+        """The copy that L{sending} remembered was refused or was already
+        stored: nothing to deliver for it."""
+        self._senders.pop((row.room_id, row.sender_id, row.seq), None)
 
     def deliver(self, room, row, line: bytes) -> None:
         """A message this daemon stored: delivered now if it is next in its

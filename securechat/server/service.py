@@ -490,20 +490,22 @@ class ChatService(service.Service):
         if epoch != room.epoch:
             raise WireError(Code.STALE_EPOCH, f"{room.name} is at epoch {room.epoch}")
         row = MessageRow(room.id, user.id, epoch, seq, message_id, token, signature, self.now())
-        self.replica.sending(row, connection)
+        remembered = self.replica.sending(row, connection)
         d = self.messages.append(row)
-        d.addCallback(self._stored, room, row, user, acknowledge, connection)
-        d.addErrback(self._not_stored, row, connection)
+        d.addCallbacks(self._stored, self._not_stored,
+                       (room, row, user, acknowledge, remembered), None, (row, remembered))
         return d
 
-    def _not_stored(self, failure, row: MessageRow, connection):
-        self.replica.not_stored(row, connection)
+    def _not_stored(self, failure, row: MessageRow, remembered: bool):
+        if remembered:
+            self.replica.not_stored(row)
         return failure
 
     def _stored(self, result, room: RoomRow, row: MessageRow, user: UserRow, acknowledge,
-                connection) -> None:
+                remembered: bool) -> None:
+        if result.outcome != "stored" and remembered:
+            self.replica.not_stored(row)
         if result.outcome == "duplicate":
-            self.replica.not_stored(row, connection)
             acknowledge([("DUPLICATE", (str(result.server_seq),))])
             return
         if result.outcome == "gone":

@@ -70,17 +70,25 @@ class GroupCommitWriter:
     def _flush(self) -> None:
         self._flush_call = None
         group, self._queue = self._queue, []
-        cursor = self._connection.cursor()
+        outcomes = []
         try:
+            cursor = self._connection.cursor()
             cursor.execute("BEGIN IMMEDIATE")
-            outcomes = [(done, _attempt(cursor, interaction, args, kwargs))
-                        for interaction, args, kwargs, done in group]
+            for interaction, args, kwargs, done in group:
+                outcome = _attempt(cursor, interaction, args, kwargs)
+                if not self._connection.in_transaction:
+                    # SQLite gave up the whole transaction (a full disk, an
+                    # I/O error), or the write ended it itself: nothing of
+                    # the group is kept, and each write learns why.
+                    if not isinstance(outcome, Failure):
+                        outcome = Failure(sqlite3.OperationalError(
+                            "a write ended its transaction early; its group is refused"))
+                    self._fail_group(group, outcome)
+                    return
+                outcomes.append((done, outcome))
         except sqlite3.Error:
             # The database refused the transaction itself (locked, unreadable).
-            failure = Failure()
-            if self._connection.in_transaction:
-                self._connection.rollback()
-            self._finish([(done, failure) for *_, done in group])
+            self._fail_group(group, Failure())
             return
         self._committing = self._off_thread(partial(cursor.execute, "COMMIT"))
         self._committing.addCallbacks(lambda _: self._finish(outcomes), self._commit_failed,
@@ -89,31 +97,43 @@ class GroupCommitWriter:
     def _commit_failed(self, failure, outcomes) -> None:
         log.failure("a commit of {count} writes failed; none of them was kept", failure,
                     count=len(outcomes))
-        if self._connection.in_transaction:
-            self._connection.rollback()
-        self._finish([(done, failure) for done, _ in outcomes])
+        self._fail_group([(done,) for done, _ in outcomes], failure)
+
+    def _fail_group(self, group, failure) -> None:
+        """Undo what is open, then fail every write of the group with C{failure}."""
+        try:
+            if self._connection.in_transaction:
+                self._connection.rollback()
+        except sqlite3.Error:
+            log.failure("rolling back a failed group of writes failed")
+        self._finish([(entry[-1], failure) for entry in group])
 
     def _finish(self, outcomes) -> None:
-        self._committing = None
+        # Still "committing" while the callbacks run: a write or a close()
+        # they make waits for the end of this method, not for the connection.
         for done, outcome in outcomes:
             if isinstance(outcome, Failure):
                 done.errback(outcome)
             else:
                 done.callback(outcome)
-        if self._queue and self._flush_call is None:
-            self._flush()
-        elif not self._queue and self._closing is not None:
+        self._committing = None
+        if self._queue:
+            if self._flush_call is None:
+                self._flush()
+        elif self._closing is not None:
             self._close_now()
 
     def close(self) -> defer.Deferred:
         """Commit what is queued, then close the connection."""
         if self._closing is None:
             self._closing = defer.Deferred()
-            if self._committing is None and self._flush_call is None:
+            if self._committing is None and self._flush_call is None and not self._queue:
                 self._close_now()
         return self._closing
 
     def _close_now(self) -> None:
+        if self._closing.called:
+            return
         self._connection.close()
         if self._on_close is not None:
             self._on_close()
@@ -121,16 +141,19 @@ class GroupCommitWriter:
 
 
 def _attempt(cursor, interaction, args, kwargs):
-    """Run one write in a savepoint: the result, or a Failure with the write undone."""
+    """Run one write in a savepoint: the result, or a Failure with the write
+    undone (or with the whole transaction gone, if SQLite abandoned it)."""
     cursor.execute("SAVEPOINT write")
     try:
         result = interaction(cursor, *args, **kwargs)
     except Exception:
         failure = Failure()
-        cursor.execute("ROLLBACK TO write")
-        cursor.execute("RELEASE write")
+        if cursor.connection.in_transaction:
+            cursor.execute("ROLLBACK TO write")
+            cursor.execute("RELEASE write")
         return failure
-    cursor.execute("RELEASE write")
+    if cursor.connection.in_transaction:
+        cursor.execute("RELEASE write")
     return result
 
 
