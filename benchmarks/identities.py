@@ -46,7 +46,9 @@ def ensure(count: int, cache_dir: str = CACHE_DIR) -> None:
     missing = [_path(cache_dir, n) for n in range(count)
                if not os.path.exists(_path(cache_dir, n))]
     if missing:
-        with multiprocessing.Pool() as pool:
+        # Spawned, not forked: a fork of a threaded process (the test suite's
+        # reactor) can inherit a held lock and hang its workers for ever.
+        with multiprocessing.get_context("spawn").Pool() as pool:
             for path, data in zip(missing, pool.map(_generate, missing)):
                 with open(path, "wb") as f:
                     f.write(data)
