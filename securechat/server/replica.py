@@ -136,7 +136,7 @@ class Replica:
 
     # -- messages ------------------------------------------------------------
 
-    def sending(self, row, connection) -> None:
+    def sending(self, row, connection) -> bool:
         """A message is about to be stored: whichever path delivers it (next
         in line, or read back with others after a gap, possibly before its
         commit has come back here) leaves out the connection that sent it.

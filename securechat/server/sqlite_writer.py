@@ -18,7 +18,7 @@ write's Deferred fires only once its group is durable; if the COMMIT itself
 fails, every write of the group fails with it, and nothing of it stays.
 
 Reads do not come here: they use their own connection (see
-L{securechat.server.sqlite_store.open_reader}), so a long history read never
+L{securechat.server.sqlite_store.open_connections}), so a long history read never
 holds up a commit, and a read sees only what has been committed.
 """
 
@@ -83,12 +83,12 @@ class GroupCommitWriter:
                     if not isinstance(outcome, Failure):
                         outcome = Failure(sqlite3.OperationalError(
                             "a write ended its transaction early; its group is refused"))
-                    self._fail_group(group, outcome)
+                    self._fail_group([entry[-1] for entry in group], outcome)
                     return
                 outcomes.append((done, outcome))
         except sqlite3.Error:
             # The database refused the transaction itself (locked, unreadable).
-            self._fail_group(group, Failure())
+            self._fail_group([entry[-1] for entry in group], Failure())
             return
         self._committing = self._off_thread(partial(cursor.execute, "COMMIT"))
         self._committing.addCallbacks(lambda _: self._finish(outcomes), self._commit_failed,
@@ -97,16 +97,17 @@ class GroupCommitWriter:
     def _commit_failed(self, failure, outcomes) -> None:
         log.failure("a commit of {count} writes failed; none of them was kept", failure,
                     count=len(outcomes))
-        self._fail_group([(done,) for done, _ in outcomes], failure)
+        self._fail_group([done for done, _ in outcomes], failure)
 
-    def _fail_group(self, group, failure) -> None:
-        """Undo what is open, then fail every write of the group with C{failure}."""
+    def _fail_group(self, dones, failure) -> None:
+        """Undo what is open, then fail every write of the group (their
+        Deferreds, C{dones}) with C{failure}."""
         try:
             if self._connection.in_transaction:
                 self._connection.rollback()
         except sqlite3.Error:
             log.failure("rolling back a failed group of writes failed")
-        self._finish([(entry[-1], failure) for entry in group])
+        self._finish([(done, failure) for done in dones])
 
     def _finish(self, outcomes) -> None:
         # Still "committing" while the callbacks run: a write or a close()

@@ -5,8 +5,10 @@ Most statements are the same in both dialects once the parameter
 placeholder is spelled the driver's way (sqlite3 takes ``?``, psycopg2
 ``%s``); upserts use ``ON CONFLICT ... DO UPDATE``, which both understand.
 What differs (schema DDL, appending messages, loading, conflicts, the
-connection) stays in each store. None of this is on the message hot path.
+connection) stays in each store. Only appending a message is on the hot path.
 """
+
+import functools
 
 from securechat.server.store import (
     AppendResult,
@@ -62,8 +64,10 @@ def select_users(txn) -> list[UserRow]:
     return [UserRow(*r[:6], banned=bool(r[6])) for r in txn.fetchall()]
 
 
+@functools.lru_cache(maxsize=None)
 def respell(statement: str, placeholder: str) -> str:
-    """A statement written with ``?`` for each parameter, as C{placeholder}'s driver spells it."""
+    """A statement written with ``?`` for each parameter, as C{placeholder}'s
+    driver spells it; remembered, since appending a message respells per row."""
     return statement if placeholder == "?" else statement.replace("?", placeholder)
 
 
