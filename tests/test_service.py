@@ -3,6 +3,7 @@ scripted clients over StringTransport and a task.Clock."""
 
 import os
 
+from twisted.internet import defer, reactor, task
 from twisted.internet.error import ConnectionDone
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -12,6 +13,7 @@ from securechat.constants import ROTATE_AFTER_MESSAGES, ROTATE_AFTER_SECONDS
 from securechat.crypto.envelope import MessageHeader, seal
 from securechat.crypto.roomkeys import EpochRecord, new_epoch, new_room_key, wrap_key
 from securechat.server.rooms import RoomLimits
+from securechat.server.service import ChatService, ServiceSettings
 from securechat.server.store import MessageRow
 from securechat.crypto.identity import invite_signature, verify_invite
 from securechat.wire import b64encode, encode_frame
@@ -557,3 +559,37 @@ class ResetTests(SynchronousTestCase):
         client = self.server.connect()
         frames = client.register("alice-new", "alice")
         self.assertEqual(decode(frames[0])["code"], "NICK_TAKEN")
+
+
+class LoadingStore:
+    """A store whose load the test fails by hand."""
+
+    def __init__(self):
+        self.loading = defer.Deferred()
+
+    def load(self):
+        return self.loading
+
+    def close(self):
+        return defer.succeed(None)
+
+
+class LoadFailureTests(SynchronousTestCase):
+    def setUp(self):
+        self.stops = []
+        self.patch(reactor, "stop", lambda: self.stops.append(True))
+        self.store = LoadingStore()
+        self.service = ChatService(self.store, task.Clock(), ServiceSettings("test.example", "open",
+                                                                             RoomLimits()))
+        self.service.startService()
+
+    def test_failed_load_stops_the_daemon(self):
+        """A database that cannot be loaded is logged and stops the daemon rather than serve empty."""
+        self.store.loading.errback(OSError("disk gone"))
+        self.assertEqual((self.stops, len(self.flushLoggedErrors(OSError))), ([True], 1))
+
+    def test_load_failing_after_stop_is_no_reason_to_stop(self):
+        """A load that fails because the service was stopped under it neither logs nor stops the reactor."""
+        self.successResultOf(self.service.stopService())
+        self.store.loading.errback(OSError("closed"))
+        self.assertEqual((self.stops, self.flushLoggedErrors(OSError)), ([], []))

@@ -114,6 +114,9 @@ class ChatService(service.Service):
         return self.fanout.start(self.replica).addCallback(lambda _: self.ready.callback(self))
 
     def _load_failed(self, failure) -> None:
+        if not self.running:
+            # Stopped while loading (its store closed under the load): nothing to refuse.
+            return
         log.failure("cannot load the database or join the other daemons; refusing to serve",
                     failure)
         from twisted.internet import reactor
