@@ -5,7 +5,6 @@ Composition only: every piece is built elsewhere and plugged together here.
 """
 
 from twisted.application.service import MultiService
-from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.protocols.haproxy import proxyEndpoint
 from twisted.python import usage
 
@@ -25,6 +24,7 @@ from securechat.server.tls import (
     TLSServerService,
     ensure_self_signed,
 )
+from securechat.server.transport import ImmediateWriteEndpoint
 
 
 class Options(usage.Options):
@@ -88,8 +88,8 @@ def makeService(config, reactor=None) -> MultiService:  # noqa: N802
         fanout=fanout,
     )
     chat.setServiceParent(root)
-    endpoint = TCP4ServerEndpoint(reactor, settings.port, backlog=LISTEN_BACKLOG,
-                                  interface=settings.interface)
+    endpoint = ImmediateWriteEndpoint(reactor, settings.port, backlog=LISTEN_BACKLOG,
+                                      interface=settings.interface)
     if settings.proxy_protocol:
         endpoint = proxyEndpoint(endpoint)
     limits = ConnectionLimits(
