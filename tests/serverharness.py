@@ -51,7 +51,9 @@ class ScriptedClient:
         self.nonce = SERVER_VERBS["HELLO"].bind(hello)["nonce"]
 
     def frames(self):
-        """Everything received since last asked, parsed."""
+        """Everything received since last asked, parsed (the server's reactor
+        turn ends first: that is when its held lines are written)."""
+        self.clock.advance(0)
         data = self.transport.value()
         self.transport.clear()
         backlog, self.backlog = self.backlog, []

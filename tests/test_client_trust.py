@@ -41,7 +41,7 @@ class TrustTests(TestCase):
         for path, data in zip(paths, (cert_pem, key_pem)):
             with open(path, "wb") as f:
                 f.write(data)
-        factory = TrackingServerFactory()
+        factory = TrackingServerFactory(self)
         port = reactor.listenTCP(0, RefusingTLSFactory(ReloadableServerTLS(*paths), False, factory),
                                  interface="127.0.0.1")
         self.addCleanup(lambda: port.stopListening().addCallback(

@@ -61,10 +61,12 @@ class LimitsTests(SynchronousTestCase):
             transport = StringTransport(peerAddress=proxy)
             protocol = self.server.factory.buildProtocol(proxy)
             protocol.makeConnection(transport)
+            self.server.clock.advance(0)
             transport.clear()
             # The PROXY header has been read by the time any TLS data arrives.
             transport.peerAddr = IPv4Address("TCP", client_host, 5000)
             protocol.dataReceived(b"PING p1\n")
+            self.server.clock.advance(0)
             return protocol, transport.value()
 
         for _ in range(LIMITS.per_ip):
@@ -109,9 +111,11 @@ class LimitsTests(SynchronousTestCase):
         client.frames()
         client.protocol.pauseProducing()
         client.protocol.deliver(b"x" * 6000 + b"\n")
+        self.server.clock.advance(0)
         self.assertEqual(client.transport.value(), b"")
         self.assertFalse(client.transport.disconnected)
         client.protocol.deliver(b"y" * 6000 + b"\n")
+        self.server.clock.advance(0)
         self.assertTrue(client.transport.disconnected)
 
     def test_stalled_reader_is_aborted(self):
@@ -129,6 +133,7 @@ class LimitsTests(SynchronousTestCase):
         client.protocol.pauseProducing()
         for n in range(3):
             client.protocol.deliver(b"line %d\n" % n)
+        self.server.clock.advance(0)
         client.protocol.resumeProducing()
         self.assertEqual(client.transport.value(), b"line 0\nline 1\nline 2\n")
         self.server.clock.advance(LIMITS.max_paused)

@@ -25,13 +25,15 @@ from tests.serverharness import Server, make_service
 
 class ServerProtocolTests(SynchronousTestCase):
     def setUp(self):
-        clock = task.Clock()
-        self.factory = ServerFactory(make_service(clock), "chat.example", clock)
+        self.clock = task.Clock()
+        self.factory = ServerFactory(make_service(self.clock), "chat.example", self.clock)
         self.protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5555))
         self.protocol.makeConnection(self.transport)
 
     def lines(self):
+        """What the server wrote, once its reactor turn has ended."""
+        self.clock.advance(0)
         return [parse_line(line) for line in self.transport.value().split(b"\n")[:-1]]
 
     def test_greeting(self):

@@ -65,10 +65,13 @@ class Probe(Protocol):
 
 
 class TrackingServerFactory(ServerFactory):
-    """A ServerFactory that lets the test wait for every server-side connection to end."""
+    """A ServerFactory that lets the test wait for every server-side connection to end.
+    Its service runs on the real reactor (a reply leaves when the reactor's turn
+    ends), so C{test} stops it."""
 
-    def __init__(self):
-        super().__init__(make_service(), "test.example", reactor)
+    def __init__(self, test):
+        super().__init__(make_service(reactor), "test.example", reactor)
+        test.addCleanup(self.service.stopService)
         self.lost = []
 
     def buildProtocol(self, addr):  # noqa: N802
@@ -100,7 +103,7 @@ class LoopbackTLSTests(TestCase):
         self.directory = self.mktemp()
         (self.cert, self.key), self.fingerprint = write_pair(self.directory)
         self.tls = ReloadableServerTLS(self.cert, self.key)
-        self.factory = TrackingServerFactory()
+        self.factory = TrackingServerFactory(self)
         self.port = reactor.listenTCP(
             0, TLSMemoryBIOFactory(self.tls, False, self.factory), interface="127.0.0.1"
         )
@@ -198,7 +201,7 @@ class GeneratedCertificateTests(TestCase):
         data_dir = self.mktemp()
         os.mkdir(data_dir)
         tls = ReloadableServerTLS(*ensure_self_signed(data_dir, ("chat.example",)))
-        factory = TrackingServerFactory()
+        factory = TrackingServerFactory(self)
         port = reactor.listenTCP(0, TLSMemoryBIOFactory(tls, False, factory), interface="127.0.0.1")
         endpoint = wrapClientTLS(
             ProbeClientTLS(), TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)

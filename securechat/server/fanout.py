@@ -130,37 +130,50 @@ class LocalFanOut:
 
 
 class OutputBatch:
-    """Lines held back while a batch of committed messages is applied, then
-    written with one write per connection.
+    """Every line the daemon sends, held until the end of its reactor turn (or
+    of an explicit batch), then written with one write per connection.
 
-    A group commit acknowledges and fans out many messages in one go; a
-    member of a busy room would otherwise get one TLS record (and one
-    encryption call) per line. Holding is scoped and synchronous: nothing
-    waits for a timer, and everything held is written before C{held} returns.
+    One write is one TLS record and one C{send()}. A member of a busy room, or
+    a client whose request has a reply of several lines, would otherwise pay
+    for one per line. Twisted's own TLS transport coalesces too, but with a
+    timer per connection per write; here one timer serves the whole daemon.
+    A group commit opens an explicit batch, so its acks and deliveries leave
+    as soon as it has been applied, without waiting for the turn to end.
     """
 
-    def __init__(self):
+    def __init__(self, clock):
+        self._clock = clock
         self._held: dict | None = None
+        self._depth = 0
+        self._turn_end = None
 
     @contextmanager
     def held(self):
-        if self._held is not None:
-            yield
-            return
-        self._held = {}
+        self._depth += 1
         try:
             yield
         finally:
-            held, self._held = self._held, None
-            for connection, lines in held.items():
-                connection.write_lines(lines)
+            self._depth -= 1
+            if not self._depth:
+                self.flush()
 
-    def hold(self, connection, line: bytes) -> bool:
-        """Keep C{line} for C{connection} if a batch is open; @return: whether it was kept."""
+    def hold(self, connection, line: bytes) -> None:
+        """Keep C{line} for C{connection} until the batch or the turn ends."""
         if self._held is None:
-            return False
+            self._held = {}
+            if not self._depth:
+                self._turn_end = self._clock.callLater(0, self.flush)
         self._held.setdefault(connection, []).append(line)
-        return True
+
+    def flush(self) -> None:
+        """Write everything held, one write per connection, in the order held."""
+        if self._turn_end is not None:
+            if self._turn_end.active():
+                self._turn_end.cancel()
+            self._turn_end = None
+        held, self._held = self._held, None
+        for connection, lines in (held or {}).items():
+            connection.write_lines(lines)
 
     def release(self, connection) -> None:
         """Write what is held for C{connection} now (it is about to close)."""

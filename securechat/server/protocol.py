@@ -138,9 +138,8 @@ class ServerProtocol(LineProtocol):
     # -- output and backpressure ------------------------------------------------
 
     def deliver(self, line: bytes) -> None:
-        """Every line we send goes here: held while a batch is applied, or written."""
-        if not self.service.output.hold(self, line):
-            self.write_lines([line])
+        """Every line we send goes here, to leave with the others of its reactor turn."""
+        self.service.output.hold(self, line)
 
     def write_lines(self, lines: list[bytes]) -> None:
         """Written in one go, or queued while the peer is slow."""

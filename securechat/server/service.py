@@ -80,7 +80,7 @@ class ChatService(service.Service):
         self._run_blocking = run_blocking or threads.deferToThread
         self.metrics = metrics or ServerMetrics()
         self.metrics.count_rooms(lambda: self.rooms or ())
-        self.output = OutputBatch()
+        self.output = OutputBatch(clock)
         self.messages = MessageLog(store, clock, self.metrics, self.output,
                                    settings.commit_interval)
         self.ready = defer.Deferred()

@@ -14,7 +14,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from securechat.constants import TLS_CIPHERS, TLS_MINIMUM_VERSION
@@ -130,7 +130,14 @@ def ensure_self_signed(data_dir: str, extra_names: tuple[str, ...] = ()) -> tupl
 
 class RefusingTLSFactory(TLSMemoryBIOFactory):
     """TLS around our factory, which may refuse a connection (return None):
-    the socket is then closed before any handshake work is spent on it."""
+    the socket is then closed before any handshake work is spent on it.
+
+    Its connections encrypt each write at once: the daemon already joins the
+    lines of a reactor turn into one write per connection (L{OutputBatch}),
+    so Twisted's buffering TLS transport would only add a timer per write.
+    """
+
+    protocol = TLSMemoryBIOProtocol
 
     def buildProtocol(self, addr):  # noqa: N802
         wrapped = self.wrappedFactory.buildProtocol(addr)
