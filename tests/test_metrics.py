@@ -31,6 +31,14 @@ class CountingTests(SynchronousTestCase):
         self.assertGreater(sample(self.protocol_metrics, "securechat_received_bytes_total"), 0)
         self.assertGreater(sample(self.protocol_metrics, "securechat_sent_bytes_total"), 0)
 
+    def test_traffic_is_read_when_scraped(self):
+        """Bytes added to the plain counters are what Prometheus reads, at the moment it reads."""
+        metrics = ServerMetrics()
+        metrics.traffic.sent += 300
+        metrics.traffic.received += 41
+        self.assertEqual((sample(metrics, "securechat_sent_bytes_total"),
+                          sample(metrics, "securechat_received_bytes_total")), (300, 41))
+
     def test_messages_rooms_and_commit_latency(self):
         """Each stored message counts once, every batch's commit time is observed, and
         the rooms gauge reads the registry when scraped."""

@@ -146,7 +146,7 @@ class ServerProtocol(LineProtocol):
         if self._closing:
             return
         data = lines[0] if len(lines) == 1 else b"".join(lines)
-        self.factory.metrics.sent.inc(len(data))
+        self.factory.metrics.traffic.sent += len(data)
         if self._paused_call is None:
             self.transport.write(data)
             return
@@ -198,7 +198,7 @@ class ServerProtocol(LineProtocol):
         self.close_connection()
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        self.factory.metrics.received.inc(len(data))
+        self.factory.metrics.traffic.received += len(data)
         if self.host is None and (self._closing or not self._admit_proxied()):
             return
         super().dataReceived(data)
