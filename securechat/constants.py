@@ -215,6 +215,13 @@ MAX_PAUSED_SECONDS = 30
 # below the ~100 ms at which a person notices a delay.
 COMMIT_INTERVAL_SECONDS = 0.008
 
+# Another process (securechat-admin, a backup) holding SQLite's write lock:
+# the daemon never waits for it on its reactor thread, but tries again every
+# 50 ms, and fails the waiting writes (their clients are told, and may send
+# again) once the lock has been held for 5 s, SQLite's usual busy timeout.
+WRITE_LOCK_RETRY_SECONDS = 0.05
+WRITE_LOCK_GIVE_UP_SECONDS = 5.0
+
 # The Prometheus endpoint listens here only: room and connection counts are
 # metadata; a scraper on another host goes through an SSH tunnel or a proxy.
 METRICS_INTERFACE = "127.0.0.1"

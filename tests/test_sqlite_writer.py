@@ -9,6 +9,7 @@ import threading
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
+from securechat.constants import WRITE_LOCK_GIVE_UP_SECONDS, WRITE_LOCK_RETRY_SECONDS
 from securechat.server.sqlite_store import SQLiteStore, configure_connection, configure_reader
 from securechat.server.sqlite_writer import CommitThread, GroupCommitWriter
 from securechat.server.store import MessageRow, UserRow
@@ -179,6 +180,43 @@ class GroupCommitWriterTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), "a")
         self.failureResultOf(self.writer.runInteraction(insert("b")), sqlite3.ProgrammingError)
         self.assertEqual(self.committed(), ["a"])
+
+    def lock_from_another_process(self):
+        """A second connection holding the write lock, as securechat-admin would."""
+        other = sqlite3.connect(self.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        self.addCleanup(other.close)
+        return other
+
+    def test_locked_database_waits_off_the_reactor(self):
+        """While another process holds the write lock the group waits without
+        blocking the reactor thread, then commits, in order, once it is free."""
+        other = self.lock_from_another_process()
+        first = self.writer.runInteraction(insert("a"))
+        self.clock.advance(0)
+        second = self.writer.runInteraction(insert("b"))
+        self.clock.advance(WRITE_LOCK_RETRY_SECONDS)
+        self.assertEqual(self.commits.pending, [])
+        self.assertNoResult(first)
+        other.rollback()
+        self.clock.advance(WRITE_LOCK_RETRY_SECONDS)
+        self.commits.run_next()
+        self.assertEqual((self.successResultOf(first), self.successResultOf(second)), ("a", "b"))
+        self.assertEqual(self.committed(), ["a", "b"])
+
+    def test_lock_held_too_long_fails_the_waiting_writes(self):
+        """Writes that waited for the lock longer than the give-up time fail,
+        and the writer works again once the lock is released."""
+        other = self.lock_from_another_process()
+        waiting = self.writer.runInteraction(insert("a"))
+        self.clock.pump([0] + [WRITE_LOCK_RETRY_SECONDS] * int(
+            WRITE_LOCK_GIVE_UP_SECONDS / WRITE_LOCK_RETRY_SECONDS + 2))
+        self.failureResultOf(waiting, sqlite3.OperationalError)
+        other.rollback()
+        after = self.writer.runInteraction(insert("b"))
+        self.clock.advance(0)
+        self.commits.run_next()
+        self.assertEqual((self.successResultOf(after), self.committed()), ("b", ["b"]))
 
 
 class RecordingReactor:

@@ -17,6 +17,10 @@ epoch taken) is undone alone and the others in its group still commit. A
 write's Deferred fires only once its group is durable; if the COMMIT itself
 fails, every write of the group fails with it, and nothing of it stays.
 
+BEGIN never waits on the reactor thread: if another process holds the
+write lock, the group is tried again a little later, so that the daemon
+goes on serving everything else meanwhile.
+
 Reads do not come here: they use their own connection (see
 L{securechat.server.sqlite_store.open_connections}), so a long history read never
 holds up a commit, and a read sees only what has been committed.
@@ -30,6 +34,8 @@ from functools import partial
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from securechat.constants import WRITE_LOCK_GIVE_UP_SECONDS, WRITE_LOCK_RETRY_SECONDS
 
 log = Logger()
 
@@ -57,6 +63,8 @@ class GroupCommitWriter:
         self._flush_call = None
         self._committing: defer.Deferred | None = None
         self._closing: defer.Deferred | None = None
+        self._busy_timeout_ms = connection.execute("PRAGMA busy_timeout").fetchone()[0]
+        self._locked_since: float | None = None
 
     def runInteraction(self, interaction, *args, **kwargs):  # noqa: N802
         if self._closing is not None:
@@ -73,7 +81,10 @@ class GroupCommitWriter:
         outcomes = []
         try:
             cursor = self._connection.cursor()
-            cursor.execute("BEGIN IMMEDIATE")
+            if not self._begin(cursor):
+                self._queue[:0] = group
+                self._flush_call = self._clock.callLater(WRITE_LOCK_RETRY_SECONDS, self._flush)
+                return
             for interaction, args, kwargs, done in group:
                 outcome = _attempt(cursor, interaction, args, kwargs)
                 if not self._connection.in_transaction:
@@ -93,6 +104,29 @@ class GroupCommitWriter:
         self._committing = self._off_thread(partial(cursor.execute, "COMMIT"))
         self._committing.addCallbacks(lambda _: self._finish(outcomes), self._commit_failed,
                                       errbackArgs=(outcomes,))
+
+    def _begin(self, cursor) -> bool:
+        """BEGIN IMMEDIATE without waiting for the write lock: False while
+        another process holds it, an error once it has held it too long."""
+        cursor.execute("PRAGMA busy_timeout=0")
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+            now = self._clock.seconds()
+            if self._locked_since is None:
+                self._locked_since = now
+                log.warn("another process holds the database's write lock; writes wait for it")
+            if now - self._locked_since < WRITE_LOCK_GIVE_UP_SECONDS:
+                return False
+            self._locked_since = None
+            raise
+        finally:
+            # COMMIT, on the commit thread, may still wait as SQLite usually does.
+            cursor.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms:d}")
+        self._locked_since = None
+        return True
 
     def _commit_failed(self, failure, outcomes) -> None:
         log.failure("a commit of {count} writes failed; none of them was kept", failure,
