@@ -285,6 +285,23 @@ class SplitStoreTests(SynchronousTestCase):
         self.assertRaises(sqlite3.OperationalError, reader.connection.execute,
                           "DELETE FROM messages")
 
+    def test_a_read_sees_one_commit_throughout(self):
+        """Every statement of one read sees the same commit, even if another
+        commits between them."""
+        path = self.mktemp() + ".db"
+        writer = sqlite3.connect(path, isolation_level=None)
+        configure_connection(writer)
+        writer.execute("CREATE TABLE t (v TEXT)")
+        store = SQLiteStore(object(), InlineReader(path))
+
+        def two_counts(txn):
+            first = txn.execute("SELECT COUNT(*) FROM t").fetchone()[0]
+            writer.execute("INSERT INTO t (v) VALUES ('meanwhile')")
+            return first, txn.execute("SELECT COUNT(*) FROM t").fetchone()[0]
+
+        self.assertEqual(self.successResultOf(store._read(two_counts)), (0, 0))
+        self.assertEqual(self.successResultOf(store._read(two_counts)), (1, 1))
+
 
 class InlineReader:
     """A reader like the daemon's, run at once instead of on a thread."""

@@ -210,6 +210,17 @@ def open_connections(path: str, reactor=None) -> tuple[GroupCommitWriter,
     return writer, reader
 
 
+def _one_snapshot(txn, interaction, *args):
+    """Run a read in one transaction, so that all its statements see the same
+    commit: a load reads rooms, then members, then epochs, and a commit
+    landing between two of them would show a member of a room it never read."""
+    txn.execute("BEGIN")
+    try:
+        return interaction(txn, *args)
+    finally:
+        txn.execute("COMMIT")
+
+
 @implementer(IStore)
 class SQLiteStore(SQLStore):
     """@param runner: where writes run (and reads too, if no C{reader}).
@@ -223,7 +234,9 @@ class SQLiteStore(SQLStore):
         return self._runner.runInteraction(interaction, *args, **kwargs)
 
     def _read(self, interaction, *args):
-        return self._reader.runInteraction(interaction, *args)
+        if self._reader is self._runner:
+            return self._runner.runInteraction(interaction, *args)
+        return self._reader.runInteraction(_one_snapshot, interaction, *args)
 
     @defer.inlineCallbacks
     def close(self):
