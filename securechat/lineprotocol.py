@@ -62,11 +62,17 @@ class LineProtocol(LineOnlyReceiver):
         msg/s). Writes are already one TLS record per connection per reactor
         turn, so turning it off sends no more tiny packets. TLS and PROXY
         wrappers pass the call through to the socket; a transport without one
-        (a test's) has nothing to turn off.
+        (a test's) has nothing to turn off. A socket the peer already reset
+        may refuse the option (macOS and the BSDs say EINVAL): nothing is
+        lost, its connectionLost follows.
         """
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
+        if set_no_delay is None:
+            return
+        try:
             set_no_delay(True)
+        except OSError:
+            pass
 
     # -- receiving -----------------------------------------------------------
 

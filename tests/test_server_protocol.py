@@ -90,6 +90,21 @@ class NagleTests(SynchronousTestCase):
         wrapper.makeConnection(socket)
         self.assertTrue(socket.no_delay)
 
+    def test_reset_socket_refusing_the_option_is_served_as_usual(self):
+        """A socket that refuses TCP_NODELAY (the peer reset it already) raises
+        nothing: the greeting still goes out."""
+        clock = task.Clock()
+        factory = ServerFactory(make_service(clock), "chat.example", clock)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5555))
+
+        def refuse(enabled):
+            raise OSError(22, "Invalid argument")
+
+        transport.setTcpNoDelay = refuse
+        factory.buildProtocol(None).makeConnection(transport)
+        clock.advance(0)
+        self.assertTrue(transport.value().startswith(b"HELLO "))
+
 
 class LoginTests(SynchronousTestCase):
     def setUp(self):
