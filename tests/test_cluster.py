@@ -355,6 +355,17 @@ class ClusterTests(SynchronousTestCase):
         replica.deliver(SimpleNamespace(id=1, last_seq=4, members={}), row, b"line")
         self.assertEqual(excluded, [first])
 
+    def test_deleted_room_forgets_its_senders(self):
+        """A message stored in a room deleted before it could be delivered does
+        not keep its sender's connection remembered: a catch-up that finds the
+        room gone forgets it."""
+        replica = self.daemons[1].service.replica
+        row = MessageRow(99, 2, 1, 7, b"m", b"t", b"s", 0.0, server_seq=5)
+        self.assertTrue(replica.sending(row, object()))
+        replica.deliver(SimpleNamespace(id=99, last_seq=3, members={}), row, b"line")
+        self.settle()
+        self.assertTrue(replica.sending(row, object()))
+
     def test_message_in_an_epoch_made_elsewhere_is_taken(self):
         """A message in an epoch rotated through the other daemon, whose notice
         has not arrived, is stored: the daemon reads the room first."""

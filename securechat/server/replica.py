@@ -212,6 +212,11 @@ class Replica:
                     room.epoch_messages += 1
             room = service.rooms.get(room_id)
         self._targets.pop(room_id, None)
+        if room is None:
+            # Deleted: what this daemon stored there will never be delivered,
+            # so it no longer needs its sender's connection remembered.
+            for key in [key for key in self._senders if key[0] == room_id]:
+                del self._senders[key]
 
     # -- rooms, accounts -----------------------------------------------------
 
