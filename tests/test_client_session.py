@@ -36,6 +36,29 @@ class ConversationTests(SynchronousTestCase):
         self.assertEqual(self.alice.texts(), [("bob", "hi alice")])
         self.assertEqual([s["text"] for s in self.alice.of("sent")], ["hello bob"])
 
+    def test_lost_wrap_is_asked_for_before_giving_up(self):
+        """A member whose wrap for an epoch never arrived (its push lost, as when
+        another daemon stored it while the bus between them was down) asks the
+        server for it before saying he was never given the key, and reads the
+        message, even once the room has moved on to a later epoch."""
+        self.say(self.alice, "first")
+        original, lost = self.bob.session._on_key, []
+
+        def lose_the_next_wrap(room, epoch, wrapper, wrap):
+            if not lost:
+                lost.append(epoch)
+                return None
+            return original(room, epoch, wrapper, wrap)
+
+        self.bob.session._on_key = lose_the_next_wrap
+        self.alice.session.rotate("#lab")
+        self.net.settle()
+        self.say(self.alice, "in the epoch whose wrap was lost")
+        self.assertEqual(lost, [2])
+        self.assertGreater(self.bob.session.rooms["#lab"].epoch, 2)
+        self.assertEqual(self.bob.of("undecryptable"), [])
+        self.assertIn(("alice", "in the epoch whose wrap was lost"), self.bob.texts())
+
     def test_server_cannot_read(self):
         """What the server stores is ciphertext: no message text appears in its database."""
         self.say(self.alice, "the launch code is 0000")

@@ -106,7 +106,9 @@ class ScaleOutTests(TestCase):
             alice.session.send_text("#lab", f"while down {n}")
         yield until(lambda: len(alice.of("sent")) == 4)
         self.redis.start()
-        yield until(lambda: len(self.texts(bob)) == 4, timeout=60, context=lambda: bob.events[-5:])
+        yield until(lambda: len(self.texts(bob)) == 4, timeout=60,
+                    context=lambda: (bob.events[-5:], alice.events[-8:], self.a.log[-4000:],
+                                     self.b.log[-4000:]))
         self.assertEqual(self.texts(bob), ["before", *(f"while down {n}" for n in range(3))])
 
 

@@ -164,6 +164,14 @@ class MessageReception:
         elif room.history == "shared":
             self._give_up(room, epoch, f"it was sent in key epoch {epoch}, before {room.name} "
                                        f"began sharing its history with newcomers")
+        elif (fold(room.name), epoch) not in self._wraps_asked:
+            # Our wrap may exist and its push never have come: another daemon
+            # stored it while this one could not hear it. Ask once, then decide.
+            self._wraps_asked.add((fold(room.name), epoch))
+            d = self.request("EPOCHS", room.name, str(epoch))
+            d.addCallback(lambda _: self._records_checked())
+            d.addCallback(lambda _: self._await_key(room, epoch))
+            d.addErrback(lambda f: f.trap(WireError, ConnectionLost))
         else:
             self._give_up(room, epoch, f"it was sent in key epoch {epoch}, before you joined or "
                                        f"while you were not a member; you were never given "

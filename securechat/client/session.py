@@ -88,6 +88,8 @@ class ClientSession(MembershipTrust, MessageReception, SendPath):
         self._rotating = SharedOperations()
         self._fetching = SharedOperations()
         self._epochs = SharedOperations()
+        # Older epochs whose wrap we asked the server for before giving up on them.
+        self._wraps_asked: set[tuple[str, int]] = set()
         self._wait_calls: dict = {}
         self._early_wraps: dict[tuple[str, int], str] = {}
         self._held_records: dict[tuple[str, int], tuple] = {}
