@@ -8,6 +8,7 @@ import stat
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
+from securechat.server import sqlstore
 from securechat.server.sqlite_store import InlineRunner, SQLiteStore
 from securechat.server.sqlstore import SCHEMA_VERSION
 from securechat.server.store import (
@@ -295,6 +296,32 @@ class StoreTests:
         yield self.store.delete_room(room)
         for table in ["rooms", "members", "epochs", "wraps", "messages"]:
             self.assertEqual((yield self.sql(f"SELECT COUNT(*) FROM {table}")), [(0,)])
+
+    @defer.inlineCallbacks
+    def test_delete_room_purges_messages_in_batches(self):
+        """A room with more messages than a purge batch loses them over several
+        transactions, oldest first, and then is gone with all of them; other
+        rooms keep theirs."""
+        self.patch(sqlstore, "ROOM_PURGE_BATCH", 2)
+        uid = yield self.store.add_user(user(1), 1.0, None)
+        room = yield self.store.create_room("#a", uid, 1.0)
+        other = yield self.store.create_room("#b", uid, 1.0)
+        for each in (room, other):
+            yield self.store.add_epoch(EpochRow(each, 1, uid, b"r", b"s"), {uid: (uid, b"w")}, 1.0)
+        yield self.store.append_messages([message(room, uid, n) for n in range(1, 6)]
+                                         + [message(other, uid, 1)])
+        transactions, run = [], self.store._run
+
+        def counted(interaction, *args):
+            transactions.append(interaction)
+            return run(interaction, *args)
+
+        self.patch(self.store, "_run", counted)
+        yield self.store.delete_room(room)
+        self.assertEqual(len(transactions), 5)  # 2 + 2 + 1 messages, none left, the room
+        self.assertEqual((yield self.sql("SELECT room_id, COUNT(*) FROM messages GROUP BY room_id")),
+                         [(other, 1)])
+        self.assertEqual((yield self.sql("SELECT id FROM rooms")), [(other,)])
 
 
 class SQLiteStoreTests(StoreTests, TestCase):

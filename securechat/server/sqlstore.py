@@ -10,6 +10,9 @@ connection) stays in each store. Only appending a message is on the hot path.
 
 import functools
 
+from twisted.internet import defer
+
+from securechat.constants import ROOM_PURGE_BATCH
 from securechat.server.store import (
     AppendResult,
     EpochRow,
@@ -193,15 +196,30 @@ class SQLStore:
             " created = excluded.created",
             (room_id, user_id, inviter_id, signature, now))
 
+    @defer.inlineCallbacks
     def delete_room(self, room_id: int):
+        """The room's messages go first, at most C{ROOM_PURGE_BATCH} per
+        transaction: SQLite's writer runs on the reactor thread, and a million
+        messages deleted in one statement froze every connection for five
+        seconds. The room, its wraps and whatever was stored meanwhile go
+        last, together. A daemon stopped halfway leaves the room there, with
+        a shorter history, to be deleted again."""
+        purge = self._sql("DELETE FROM messages WHERE room_id = ? AND server_seq <"
+                          " (SELECT MIN(server_seq) FROM messages WHERE room_id = ?) + ?")
         wraps, rooms = self._sql("DELETE FROM wraps WHERE room_id = ?"), self._sql(
             "DELETE FROM rooms WHERE id = ?")
+
+        def purge_some(txn):
+            txn.execute(purge, (room_id, room_id, ROOM_PURGE_BATCH))
+            return txn.rowcount
 
         def interaction(txn):
             txn.execute(wraps, (room_id,))
             txn.execute(rooms, (room_id,))
 
-        return self._run(interaction)
+        while (yield self._run(purge_some)):
+            pass
+        yield self._run(interaction)
 
     # -- messages ------------------------------------------------------------
 
