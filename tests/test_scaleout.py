@@ -90,7 +90,9 @@ class ScaleOutTests(TestCase):
         yield alice.stop()
         moved = self.client("alice", self.b, alice.state)
         yield until(lambda: len(set(self.texts(bob))) == 200, timeout=90,
-                    context=lambda: (len(moved.of("sent")), moved.events[-5:]))
+                    context=lambda: (len(moved.of("sent")), moved.events[-5:],
+                                     len(set(self.texts(bob))), bob.events[-6:],
+                                     self.b.log[-3000:]))
         self.assertEqual(sorted(self.texts(bob)), sorted(f"burst {n}" for n in range(200)))
         history = yield bob.session.history("#lab", 500)
         self.assertEqual(len(history), 200)

@@ -88,6 +88,10 @@ class ClientSession(MembershipTrust, MessageReception, SendPath):
         self._rotating = SharedOperations()
         self._fetching = SharedOperations()
         self._epochs = SharedOperations()
+        # The latest epoch we made in each room, with the wraps we made for it
+        # (folded nick to the identity fingerprint and the base64 wrap): a key
+        # request that crossed one is answered with it, not with another epoch.
+        self._own_wraps: dict[str, tuple[int, dict[str, tuple[bytes, str]]]] = {}
         # Older epochs whose wrap we asked the server for before giving up on them.
         self._wraps_asked: set[tuple[str, int]] = set()
         self._wait_calls: dict = {}
@@ -506,6 +510,15 @@ class ClientSession(MembershipTrust, MessageReception, SendPath):
             self.emit("key_withheld_by_me", room=room.name, nick=nick, code=code, message=text)
             yield self.request("WITHHOLD", room.name, str(epoch), nick, code, text)
             return
+        own = self._own_wraps.get(fold(room.name))
+        fingerprint, wrap = (own[1].get(fold(nick), (None, None)) if own and own[0] == epoch
+                             else (None, None))
+        if wrap is not None and fingerprint == members[fold(nick)]["identity"].fingerprint:
+            # We made this epoch with a wrap for them (for the keys they still
+            # hold): their request crossed it. Sending it again shows them
+            # nothing a new epoch would hide.
+            yield self.request("WRAP", room.name, str(epoch), nick, wrap)
+            return
         if room.history == "joined":
             # Handing over this epoch's key would show the newcomer what was
             # said before they joined; a new epoch that includes them does not.
@@ -556,6 +569,10 @@ class ClientSession(MembershipTrust, MessageReception, SendPath):
             and fold(member["nick"]) != fold(self.nick)
         })
         self._unsent_wraps[(fold(room.name), epoch)] = unsent
+        self._own_wraps[fold(room.name)] = (epoch, {
+            fold(member["nick"]): (member["identity"].fingerprint,
+                                   unsent.wraps[member["nick"]])
+            for member in members.values() if member["nick"] in unsent.wraps})
         self.save()
         try:
             yield self.request("ROTATE", room.name, str(epoch), b64encode(record.encode()),
