@@ -4,6 +4,7 @@ of the key protocol."""
 
 import os
 
+from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from securechat.client.keyring import RoomKeyring
@@ -74,6 +75,30 @@ class ConversationTests(SynchronousTestCase):
         self.assertIsNotNone(self.bob.session.keys.key("#lab", epoch))
         self.say(self.alice, "same epoch")
         self.assertIn(("alice", "same epoch"), self.bob.texts())
+
+    def test_request_overtaken_by_a_rotation_makes_no_other(self):
+        """A key request still being looked at when a rotation ends (one that
+        included the member) is dropped, not answered with another epoch."""
+        self.say(self.alice, "first")
+        epoch = self.alice.session.rooms["#lab"].epoch
+        self.alice.session._own_wraps.clear()  # as after a restart
+        original, held = self.alice.session._members, []
+
+        def first_answer_held(room):
+            if held:
+                return original(room)
+            held.append(defer.Deferred())
+            original(room).addCallback(held.append)
+            return held[0]
+
+        self.alice.session._members = first_answer_held
+        self.alice.session._on_wrapreq("#lab", epoch, "bob")
+        self.net.settle()
+        self.alice.session.rotate("#lab")
+        self.net.settle()
+        held[0].callback(held[1])
+        self.net.settle()
+        self.assertEqual(self.alice.session.rooms["#lab"].epoch, epoch + 1)
 
     def test_server_cannot_read(self):
         """What the server stores is ciphertext: no message text appears in its database."""

@@ -504,6 +504,10 @@ class ClientSession(MembershipTrust, MessageReception, SendPath):
                                "this member's client no longer holds the key")
             return
         members = yield self._members(room)
+        if epoch != room.epoch:
+            # A rotation ended while we asked who is in the room: it answered
+            # this request, or left it for the server to push again.
+            return
         refusal = self._refusal(room, members, nick)
         if refusal is not None:
             code, text = refusal
