@@ -100,6 +100,21 @@ class ConversationTests(SynchronousTestCase):
         self.net.settle()
         self.assertEqual(self.alice.session.rooms["#lab"].epoch, epoch + 1)
 
+    def test_request_we_cannot_answer_any_more_is_let_go(self):
+        """A key request pushed to a member the server no longer counts as a
+        holder (its view moved on meanwhile) is let go quietly: the refusal of
+        our answer is no error."""
+        self.say(self.alice, "first")
+        carol = self.net.client("carol")
+        carol.session._check_key = lambda room: None
+        carol.session.join("#lab")
+        self.net.settle()
+        epoch = carol.session.rooms["#lab"].epoch
+        self.assertIsNone(carol.session.keys.key("#lab", epoch))
+        carol.session._on_wrapreq("#lab", epoch, "bob")
+        self.net.settle()
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_server_cannot_read(self):
         """What the server stores is ciphertext: no message text appears in its database."""
         self.say(self.alice, "the launch code is 0000")

@@ -485,9 +485,11 @@ class ClientSession(MembershipTrust, MessageReception, SendPath):
     @staticmethod
     def _request_gone(failure):
         """The request was answered meanwhile (by another holder, or by us
-        after a second push of it), or its epoch has passed: nothing is owed."""
+        after a second push of it), its epoch has passed, or the server no
+        longer counts us among that key's holders: nothing is owed."""
         failure.trap(WireError)
-        if failure.value.code not in (Code.NO_SUCH_REQUEST, Code.STALE_EPOCH):
+        if failure.value.code not in (Code.NO_SUCH_REQUEST, Code.STALE_EPOCH,
+                                      Code.NOT_ALLOWED):
             return failure
         return None
 
