@@ -13,7 +13,8 @@ from securechat.constants import PRESENCE_HEARTBEAT_SECONDS, PRESENCE_MISSED_HEA
 from securechat.server import events
 from securechat.server.cluster import ClusterFanOut, decode_notice, encode_notice
 from securechat.server.store import MessageRow
-from securechat.wire import encode_frame
+from securechat.wire import b64encode, encode_frame
+from tests.identities import identity
 from tests.serverharness import Server, decode, verbs_of
 from tests.test_service import Keys
 
@@ -365,6 +366,20 @@ class ClusterTests(SynchronousTestCase):
         replica.deliver(SimpleNamespace(id=99, last_seq=3, members={}), row, b"line")
         self.settle()
         self.assertTrue(replica.sending(row, object()))
+
+    def test_wrap_for_an_epoch_made_elsewhere_is_taken(self):
+        """A holder who rotated through daemon A and, A gone before its notice,
+        hands out the wraps through daemon B is heard: B reads the room first."""
+        clients = self.room_with(("alice", 0), ("bob", 1))
+        self.buses[0].cut()
+        _, wraps = self.keys.rotate(clients["alice"], "alice", "#lab", 2, ["alice", "bob"],
+                                    wrap_all=False)
+        moved = self.daemons[1].user("alice")
+        frames = moved.request("WRAP", "#lab", "2", "bob",
+                               b64encode(wraps[identity("bob").fingerprint]))
+        self.settle()
+        self.assertEqual(verbs_of(frames)[-1], "OK", frames)
+        self.assertIn("KEY", verbs_of(clients["bob"].frames()))
 
     def test_message_in_an_epoch_made_elsewhere_is_taken(self):
         """A message in an epoch rotated through the other daemon, whose notice
