@@ -381,6 +381,21 @@ class ClusterTests(SynchronousTestCase):
         self.assertEqual(verbs_of(frames)[-1], "OK", frames)
         self.assertIn("KEY", verbs_of(clients["bob"].frames()))
 
+    def test_withhold_for_an_epoch_made_elsewhere_is_taken(self):
+        """A holder who declines a request for an epoch it made through daemon A,
+        A gone before its notice, is heard through daemon B, which reads the
+        room first: the requester is told why instead of waiting on."""
+        clients = self.room_with(("alice", 0), ("bob", 1))
+        clients["bob"].request("KEYREQ", "#lab")
+        self.settle()
+        self.buses[0].cut()
+        self.keys.rotate(clients["alice"], "alice", "#lab", 2, ["alice", "bob"], wrap_all=False)
+        moved = self.daemons[1].user("alice")
+        frames = moved.request("WITHHOLD", "#lab", "2", "bob", "unavailable", "not now")
+        self.settle()
+        self.assertEqual(verbs_of(frames)[-1], "OK", frames)
+        self.assertIn("WITHHELD", verbs_of(clients["bob"].frames()))
+
     def test_message_in_an_epoch_made_elsewhere_is_taken(self):
         """A message in an epoch rotated through the other daemon, whose notice
         has not arrived, is stored: the daemon reads the room first."""

@@ -5,6 +5,7 @@ with a request id (when they answer a request) or ``*`` (when pushed). The
 service and the registries never format lines themselves.
 """
 
+from securechat.constants import REPLY_BUDGET_BYTES
 from securechat.server.store import EpochRow, MessageRow, RoomRow, UserRow, WrapRow
 from securechat.wire import b64encode, encode_frame
 
@@ -113,3 +114,16 @@ def deleted(room: RoomRow, by: str) -> Event:
 
 def more(room: RoomRow, after: int) -> Event:
     return "MORE", (room.name, str(after))
+
+
+def within_budget(rows, keep_newest: bool):
+    """As many rows as fit in REPLY_BUDGET_BYTES (always at least one): a reply
+    must never be so big that a client reading at full speed trips the
+    slow-reader limit. The client pages on for the rest."""
+    kept, size = [], 0
+    for row in reversed(rows) if keep_newest else rows:
+        size += len(row.token) + len(row.signature) + 256
+        if kept and size > REPLY_BUDGET_BYTES:
+            break
+        kept.append(row)
+    return list(reversed(kept)) if keep_newest else kept

@@ -18,7 +18,6 @@ from twisted.logger import Logger
 from securechat.constants import (
     MAX_HISTORY_PAGE,
     MAX_REASON_LENGTH,
-    REPLY_BUDGET_BYTES,
     ROTATE_AFTER_MESSAGES,
     ROTATE_AFTER_SECONDS,
     SYNC_PAGE,
@@ -35,7 +34,7 @@ from securechat.server.operator import OperatorChanges, drop_connections
 from securechat.server.replica import Replica
 from securechat.names import check_room, fold
 from securechat.server.passwords import check_room_password, hash_room_password, token_digest
-from securechat.server.rooms import RoomLimits, RoomRegistry
+from securechat.server.rooms import RoomLimits, RoomRegistry, history_of
 from securechat.server.store import (
     EpochConflict,
     EpochRow,
@@ -106,7 +105,7 @@ class ChatService(service.Service):
         self.rooms = RoomRegistry(snapshot.rooms, self.settings.limits)
         self.requests = WrapRequestQueue(snapshot.wrap_requests)
         for room in self.rooms:
-            self._history[room.id] = _history_of(room.epoch_record)
+            self._history[room.id] = history_of(room.epoch_record)
         log.info("loaded {users} accounts and {rooms} rooms", users=len(self.accounts),
                  rooms=len(self.rooms))
         self.operator = OperatorChanges(self.store, self.accounts, self.fanout, self.clock)
@@ -224,7 +223,7 @@ class ChatService(service.Service):
 
     def room_reloaded(self, room: RoomRow) -> None:
         """Another daemon changed C{room}; what follows from it here."""
-        self._history[room.id] = _history_of(room.epoch_record)
+        self._history[room.id] = history_of(room.epoch_record)
         self._dispatch_requests(room)
 
     # -- helpers ---------------------------------------------------------------
@@ -539,7 +538,7 @@ class ChatService(service.Service):
             room.id, server_seq if direction == "before" else None,
             server_seq if direction == "after" else None, limit,
         )
-        rows = within_budget(rows, keep_newest=direction == "before")
+        rows = events.within_budget(rows, keep_newest=direction == "before")
         return [*(events.message(room, r, self.nick(r.sender_id)) for r in rows),
                 ok(str(len(rows)))]
 
@@ -552,7 +551,7 @@ class ChatService(service.Service):
         for room in self.rooms.rooms_of(user.id):
             after = positions.get(fold(room.name), 0)
             page = yield self.store.history(room.id, None, after, SYNC_PAGE)
-            rows = within_budget(page, keep_newest=False)
+            rows = events.within_budget(page, keep_newest=False)
             first_epoch = min([r.epoch for r in rows] + [room.epoch])
             lines.append(self._room_state(room, user))
             lines.extend((yield self._keys_from(room, user, first_epoch)))
@@ -641,13 +640,7 @@ class ChatService(service.Service):
     @defer.inlineCallbacks
     def wrap(self, user: UserRow, name: str, epoch: int, nick: str, wrapped: bytes):
         """A holder hands C{nick} the key of C{epoch} (the current one)."""
-        room = self.rooms.require_member(name, user.id)
-        if epoch > room.epoch and self.fanout.several_daemons:
-            # An epoch made through another daemon a moment ago: a holder whose
-            # daemon died after its ROTATE resumes the wraps here. Read the
-            # room, then judge; refusing would leave members without the key.
-            yield self.replica.fresh(room.id)
-            room = self.rooms.require_member(name, user.id)
+        room = yield self._room_for_epoch(name, user, epoch)
         target = self.accounts.require(nick)
         if target.id not in room.members:
             raise WireError(Code.NOT_MEMBER, f"{target.nick} is not in {room.name}")
@@ -664,6 +657,18 @@ class ChatService(service.Service):
         self._push(target.id, events.key(room, row, user.nick))
         self._dispatch_requests(room)
         return [ok()]
+
+    @defer.inlineCallbacks
+    def _room_for_epoch(self, name: str, user: UserRow, epoch: int):
+        """The room, to judge a holder's answer for C{epoch} in: read again
+        first if the epoch is newer than this daemon has heard of. It was made
+        through another daemon a moment ago, perhaps by this very holder before
+        its daemon died; refusing would leave members without the key."""
+        room = self.rooms.require_member(name, user.id)
+        if epoch > room.epoch and self.fanout.several_daemons:
+            yield self.replica.fresh(room.id)
+            room = self.rooms.require_member(name, user.id)
+        return room
 
     @defer.inlineCallbacks
     def request_key(self, user: UserRow, name: str):
@@ -683,7 +688,7 @@ class ChatService(service.Service):
     @defer.inlineCallbacks
     def withhold(self, user: UserRow, name: str, epoch: int, nick: str, code: str,
                  text: str | None):
-        room = self.rooms.require_member(name, user.id)
+        room = yield self._room_for_epoch(name, user, epoch)
         target = self.accounts.require(nick)
         if user.id not in room.holders or epoch != room.epoch:
             raise WireError(Code.NOT_ALLOWED, f"only a holder of the current key of {room.name} "
@@ -698,25 +703,3 @@ class ChatService(service.Service):
         self.fanout.room_changed(room.id)
         self._push(target.id, events.withheld(room, epoch, user.nick, code, text))
         return [ok()]
-
-
-def within_budget(rows, keep_newest: bool):
-    """As many rows as fit in REPLY_BUDGET_BYTES (always at least one): a reply
-    must never be so big that a client reading at full speed trips the
-    slow-reader limit. The client pages on for the rest."""
-    kept, size = [], 0
-    for row in reversed(rows) if keep_newest else rows:
-        size += len(row.token) + len(row.signature) + 256
-        if kept and size > REPLY_BUDGET_BYTES:
-            break
-        kept.append(row)
-    return list(reversed(kept)) if keep_newest else kept
-
-
-def _history_of(record: bytes) -> str:
-    if not record:
-        return "joined"
-    try:
-        return EpochRecord.decode(record).history
-    except RoomKeyError:
-        return "joined"
