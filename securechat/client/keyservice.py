@@ -54,13 +54,10 @@ class KeyService:
             self.emit("key_withheld_by_me", room=room.name, nick=nick, code=code, message=text)
             yield self.request("WITHHOLD", room.name, str(epoch), nick, code, text)
             return
-        own = self._own_wraps.get(fold(room.name))
-        fingerprint, wrap = (own[1].get(fold(nick), (None, None)) if own and own[0] == epoch
-                             else (None, None))
-        if wrap is not None and fingerprint == members[fold(nick)]["identity"].fingerprint:
-            # We made this epoch with a wrap for them (for the keys they still
-            # hold): their request crossed it. Sending it again shows them
-            # nothing a new epoch would hide.
+        wrap = self._own_wrap(room.name, epoch, nick, members[fold(nick)]["identity"])
+        if wrap is not None:
+            # Their request crossed the wrap we made for them with this epoch:
+            # sending it again shows them nothing a new epoch would hide.
             yield self.request("WRAP", room.name, str(epoch), nick, wrap)
             return
         if room.history == "joined":
@@ -73,3 +70,10 @@ class KeyService:
         room.vouched.add(fold(nick))
         self.save()
         self.emit("key_shared", room=room.name, nick=nick, epoch=epoch)
+
+    def _own_wrap(self, room_name: str, epoch: int, nick: str, identity) -> str | None:
+        """The wrap we made for C{nick} with our epoch C{epoch}, if it was made
+        for the keys they hold now (not before an operator reset them)."""
+        made_in, given = self._own_wraps.get(fold(room_name), (None, {}))
+        fingerprint, wrap = given.get(fold(nick), (None, None))
+        return wrap if made_in == epoch and fingerprint == identity.fingerprint else None

@@ -140,10 +140,15 @@ class MessageReception:
         if all(self.keys.record(room.name, e) is not None for e in epochs):
             self._await_key(room, message.epoch)
             return
-        d = self._epochs.run(f"{fold(room.name)}|{message.epoch}",
-                             lambda: self.request("EPOCHS", room.name, str(message.epoch)))
+        self._fetch_epochs(room, message.epoch)
+
+    def _fetch_epochs(self, room: LocalRoom, epoch: int) -> None:
+        """Ask for the records from C{epoch} on, and our wraps with them (once
+        at a time per epoch), then look at that epoch's key again."""
+        d = self._epochs.run(f"{fold(room.name)}|{epoch}",
+                             lambda: self.request("EPOCHS", room.name, str(epoch)))
         d.addCallback(lambda _: self._records_checked())
-        d.addCallback(lambda _: self._await_key(room, message.epoch))
+        d.addCallback(lambda _: self._await_key(room, epoch))
         d.addErrback(lambda f: f.trap(WireError, ConnectionLost))
 
     def _records_checked(self) -> defer.Deferred:
@@ -168,10 +173,7 @@ class MessageReception:
             # Our wrap may exist and its push never have come: another daemon
             # stored it while this one could not hear it. Ask once, then decide.
             self._wraps_asked.add((fold(room.name), epoch))
-            d = self.request("EPOCHS", room.name, str(epoch))
-            d.addCallback(lambda _: self._records_checked())
-            d.addCallback(lambda _: self._await_key(room, epoch))
-            d.addErrback(lambda f: f.trap(WireError, ConnectionLost))
+            self._fetch_epochs(room, epoch)
         else:
             self._give_up(room, epoch, f"it was sent in key epoch {epoch}, before you joined or "
                                        f"while you were not a member; you were never given "

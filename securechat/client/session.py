@@ -508,17 +508,16 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
             self.keys.key(room.name, room.epoch), included, reason, history or room.history,
             int(self.clock.seconds()),
         )
-        unsent = UnsentWraps(room.name, epoch, key, {
-            member["nick"]: b64encode(wraps[member["identity"].fingerprint])
+        given = {
+            member["nick"]: (member["identity"].fingerprint,
+                             b64encode(wraps[member["identity"].fingerprint]))
             for member in members.values()
             if member["identity"] is not None and member["identity"] in included
             and fold(member["nick"]) != fold(self.nick)
-        })
+        }
+        unsent = UnsentWraps(room.name, epoch, key, {n: w for n, (_, w) in given.items()})
         self._unsent_wraps[(fold(room.name), epoch)] = unsent
-        self._own_wraps[fold(room.name)] = (epoch, {
-            fold(member["nick"]): (member["identity"].fingerprint,
-                                   unsent.wraps[member["nick"]])
-            for member in members.values() if member["nick"] in unsent.wraps})
+        self._own_wraps[fold(room.name)] = (epoch, {fold(n): g for n, g in given.items()})
         self.save()
         try:
             yield self.request("ROTATE", room.name, str(epoch), b64encode(record.encode()),
