@@ -25,9 +25,14 @@ $(STAMP): $(SOURCES)
 
 venv: $(STAMP)
 
+# A local quick start: registration is open (the shipped conf/securechat.toml
+# and the systemd unit default to one-time tokens instead).
 run: $(STAMP)
 	@echo "securechat: serving TLS on 127.0.0.1:$(PORT), data in $(DATA_DIR)/ -- Ctrl+C stops it"
-	$(VENV)/bin/twistd --nodaemon --pidfile= securechat --data-dir $(DATA_DIR) --port $(PORT)
+	@echo "securechat: registration is open to anyone who can reach the port (fine on 127.0.0.1;"
+	@echo "            a server on a network uses conf/securechat.toml: registration = \"token\")"
+	$(VENV)/bin/twistd --nodaemon --pidfile= securechat --data-dir $(DATA_DIR) --port $(PORT) \
+		--registration open
 
 test: $(STAMP)
 	$(PY) -m twisted.trial $(TESTS)
@@ -44,4 +49,4 @@ bench: $(BENCH_STAMP)
 	PYTHONPATH=. $(PY) -m benchmarks.run --size short
 
 clean:
-	rm -rf $(VENV) build *.egg-info _trial_temp twisted/plugins/dropin.cache
+	rm -rf $(VENV) build *.egg-info _trial_temp* twisted/plugins/dropin.cache

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from benchmarks.loadgen import Histogram
 from benchmarks.processes import Workers, source_address, start_server
 from benchmarks.report import median, ms, ratio
-from securechat.client.session import PACING_MARGIN
+from securechat.client.limits import PACING_MARGIN
 from securechat.constants import RATE_LINES_PER_SECOND, ROTATE_AFTER_MESSAGES
 
 # Closed-loop messages per second the relay may take in (it has no limit);

@@ -29,7 +29,7 @@ from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
 
 from benchmarks import identities
-from securechat.client.session import PACING_MARGIN
+from securechat.client.limits import PACING_MARGIN
 from securechat.client.trust import ServerTrust
 from securechat.constants import ROTATE_AFTER_MESSAGES
 from securechat.crypto.certificates import parse_fingerprint

@@ -24,7 +24,13 @@ from securechat.constants import (
     PING_TIMEOUT_SECONDS,
     RATE_BURST_LINES,
     RATE_LINES_PER_SECOND,
+    REGISTRATIONS_PER_HOUR,
+    RETENTION_DAYS,
+    STORE_BURST_BYTES,
+    STORE_BYTES_PER_DAY,
+    STORE_BYTES_PER_SECOND,
 )
+from securechat.wire.grammar import MAX_SYNC_ROOMS, MAX_TOKEN_BYTES
 
 DEFAULT_PORT = 7470
 
@@ -117,6 +123,10 @@ SETTINGS = (
         "(default: securechat.db in the data dir).",
     ),
     Setting(
+        "storage.retention_days", "retention-days", int, RETENTION_DAYS,
+        "Days messages are kept (0: for ever); a room's owner may ask for less.", 0, 36_500,
+    ),
+    Setting(
         "cluster.redis", "redis", str, "",
         "redis://host:port/db joining the daemons that share a PostgreSQL database "
         "(default: none; one daemon, fan-out in-process).",
@@ -136,7 +146,7 @@ SETTINGS = (
     ),
     Setting(
         "limits.rooms_per_user", "rooms-per-user", int, MAX_ROOMS_PER_USER,
-        "Rooms one user may belong to.", 1, 10_000,
+        "Rooms one user may belong to.", 1, MAX_SYNC_ROOMS,
     ),
     Setting(
         "limits.members_per_room", "members-per-room", int, MAX_MEMBERS_PER_ROOM,
@@ -153,6 +163,26 @@ SETTINGS = (
     Setting(
         "limits.line_burst", "line-burst", int, RATE_BURST_LINES,
         "Flood control: lines a connection may send at once after a pause.", 1, 1_000_000,
+    ),
+    Setting(
+        "limits.store_bytes_per_second", "store-bytes-per-second", int, STORE_BYTES_PER_SECOND,
+        "Storage budget: bytes of messages one user may have stored per second, sustained "
+        "(0: no limit).", 0, 1024 * 1024 * 1024,
+    ),
+    Setting(
+        "limits.store_burst_bytes", "store-burst-bytes", int, STORE_BURST_BYTES,
+        "Storage budget: bytes one user may have stored at once after a pause (at least the "
+        "longest message).", 2 * MAX_TOKEN_BYTES, 1024 * 1024 * 1024,
+    ),
+    Setting(
+        "limits.store_bytes_per_day", "store-bytes-per-day", int, STORE_BYTES_PER_DAY,
+        "Storage budget: bytes of messages one user may have stored per UTC day (0: no "
+        "limit).", 0, 1024 ** 4,
+    ),
+    Setting(
+        "limits.registrations_per_hour", "registrations-per-hour", int, REGISTRATIONS_PER_HOUR,
+        "Accounts one address may create per hour with open registration (0: no limit).",
+        0, 1_000_000,
     ),
     Setting(
         "limits.connections_per_ip", "connections-per-ip", int, MAX_CONNECTIONS_PER_IP,
@@ -207,6 +237,7 @@ class ServerSettings:
     server_name: str
     data_dir: str
     database: str
+    retention_days: int
     redis: str
     tls_cert: str
     tls_key: str
@@ -216,6 +247,10 @@ class ServerSettings:
     topic_length: int
     lines_per_second: int
     line_burst: int
+    store_bytes_per_second: int
+    store_burst_bytes: int
+    store_bytes_per_day: int
+    registrations_per_hour: int
     connections_per_ip: int
     send_queue_bytes: int
     login_timeout: int

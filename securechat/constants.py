@@ -96,10 +96,6 @@ MESSAGE_ID_BYTES = 16
 # learns a message's size only to within a bucket.
 PAD_BUCKET = 256
 
-# A message body (UTF-8) may be at most 16 KiB before encryption: long pastes
-# fit, and the Fernet token stays well under the authenticated line limit.
-MAX_BODY_BYTES = 16 * 1024
-
 # Rotate a room key after 100 messages or 7 days, as Megolm's defaults do, so
 # that one leaked epoch key exposes a bounded part of the history.
 ROTATE_AFTER_MESSAGES = 100
@@ -161,9 +157,9 @@ REGISTRATION_TOKEN_BYTES = 16
 # Size of one wrapped room key: an RSA-3072 OAEP ciphertext.
 WRAP_BYTES = RSA_BITS // 8
 
-# Largest Fernet token a MSG may carry: a padded 16 KiB body plus envelope
-# and base64 overhead; it keeps every MSG line under the 64 KiB line limit.
-MAX_TOKEN_BYTES = 24 * 1024
+# (The largest token and message follow from the line limit and the
+# grammar: securechat.wire.grammar.MAX_TOKEN_BYTES and
+# securechat.crypto.envelope.MAX_MESSAGE_BYTES, about 47 KiB of text.)
 
 # Largest signed epoch record (JSON with a few base64 fields).
 MAX_EPOCH_RECORD_BYTES = 2048
@@ -175,6 +171,12 @@ MAX_HISTORY_PAGE = 500
 # SYNC sends at most this many messages per room before saying MORE; the
 # client pages on with HISTORY.
 SYNC_PAGE = 1000
+
+# WHO and LIST answer at most this many members or rooms per request (about
+# 280 KB and 330 KB at worst); the client asks on from the last one. A member
+# cannot make the daemon build megabytes for one line of input.
+WHO_PAGE = 100
+LIST_PAGE = 200
 
 # ... and no reply carries more than about this many bytes of messages, half
 # the send-queue limit, so a client reading at full speed is never dropped.
@@ -195,6 +197,31 @@ LISTEN_BACKLOG = 1024
 # Concurrent connections from one IP address (ngircd allows 5; a team behind
 # one NAT needs more).
 MAX_CONNECTIONS_PER_IP = 20
+
+# Accounts one address may create per hour (a burst of as many, then one
+# every 360 s): a team onboarding behind one NAT fits, a script filling the
+# accounts table does not.
+REGISTRATIONS_PER_HOUR = 10
+
+# Storage budget per user: bytes of messages stored per second sustained, a
+# burst of 1 MiB (twenty of the longest messages at once), and 128 MiB per
+# UTC day. Within the flood limit alone one member could make the daemon
+# store 17 GB an hour; with these, at most 128 MiB a day.
+STORE_BYTES_PER_SECOND = 32 * 1024
+STORE_BURST_BYTES = 1024 * 1024
+STORE_BYTES_PER_DAY = 128 * 1024 * 1024
+
+# How often the day's stored bytes per user are written to the database (so
+# a restart keeps them) and, with several daemons, read back (so each sees
+# what the others stored). A crash forgets at most this much of the count.
+USAGE_SYNC_SECONDS = 10
+
+# Messages are kept this many days; 0 keeps them for ever. A room's owner may
+# ask for less (SET retention), never for more.
+RETENTION_DAYS = 0
+
+# How often expired messages are deleted, ROOM_PURGE_BATCH per transaction.
+RETENTION_CHECK_SECONDS = 3600
 
 # Seconds an unauthenticated connection may stay (InspIRCd uses 20).
 LOGIN_TIMEOUT_SECONDS = 30

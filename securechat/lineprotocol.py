@@ -3,14 +3,15 @@
 
 It owns framing and the error discipline: every line is parsed with the pure
 codec, checked against the peer's verb table and dispatched to a
-``handle_<verb>`` method. Any L{WireError} raised on the way, or later by a
-handler's Deferred, becomes an ``ERROR`` reply here and nowhere else, and the
-connection stays usable. Only an over-long line closes it, after its error.
+``handle_<verb>`` method. What becomes of a line that cannot be accepted is
+each side's own choice, made in one place: the server answers with an
+``ERROR`` (and closes after an over-long line); the client never answers a
+server, it reports the line to its user and reads on.
 """
 
 from twisted.internet import defer
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.protocols.basic import LineOnlyReceiver
 
 from securechat.constants import (
     CLOSE_GRACE_SECONDS,
@@ -29,7 +30,12 @@ from securechat.wire import (
 )
 
 
-class LineProtocol(LineOnlyReceiver):
+# The start of an over-long line kept for the report about it: enough for
+# its verb, request id and first arguments (a MESSAGE's room, seq and sender).
+LONG_LINE_HEAD_BYTES = 256
+
+
+class LineProtocol(Protocol):
     """Frames, dispatch and error replies over any stream transport.
 
     @ivar peer_verbs: the verbs the peer may send, by name.
@@ -42,16 +48,14 @@ class LineProtocol(LineOnlyReceiver):
     peer_verbs: dict[str, Verb] = {}
     log = Logger()
 
-    def __init__(self, clock):
+    def __init__(self, clock, max_line_length: int = MAX_LINE_UNAUTHENTICATED):
         self.clock = clock
-        self.max_line_length = MAX_LINE_UNAUTHENTICATED
+        self.max_line_length = max_line_length
         self.last_heard = clock.seconds()
+        self._buffer = b""
+        self._discarding = False
         self._closing = False
         self._abort_call = None
-
-    @property
-    def MAX_LENGTH(self) -> int:  # noqa: N802 -- LineOnlyReceiver's name
-        return self.max_line_length
 
     def send_without_delay(self) -> None:
         """Turn Nagle's algorithm off on this connection's socket.
@@ -76,11 +80,32 @@ class LineProtocol(LineOnlyReceiver):
 
     # -- receiving -----------------------------------------------------------
 
-    def dataReceived(self, data: bytes) -> None:
-        if not self._closing:
-            super().dataReceived(data)
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        """Split into lines; a line over the limit (or that many bytes with no
+        LF yet) goes to L{line_too_long} with its start, and the rest of it is
+        skipped as it arrives, so it is never held in memory."""
+        if self._closing:
+            return
+        if self._discarding:
+            end = data.find(self.delimiter)
+            if end < 0:
+                return
+            self._discarding = False
+            data = data[end + 1:]
+        lines = (self._buffer + data).split(self.delimiter)
+        self._buffer = lines.pop()
+        for line in lines:
+            if self._closing:
+                return
+            if len(line) > self.max_line_length:
+                self.line_too_long(line[:LONG_LINE_HEAD_BYTES])
+            else:
+                self.lineReceived(line)
+        if len(self._buffer) > self.max_line_length and not self._closing:
+            head, self._buffer, self._discarding = self._buffer[:LONG_LINE_HEAD_BYTES], b"", True
+            self.line_too_long(head)
 
-    def lineReceived(self, line: bytes) -> None:
+    def lineReceived(self, line: bytes) -> None:  # noqa: N802
         self.last_heard = self.clock.seconds()
         request_id = NO_REQUEST_ID
         try:
@@ -96,12 +121,12 @@ class LineProtocol(LineOnlyReceiver):
         except WireError as error:
             if error.request_id == NO_REQUEST_ID:
                 error = error.with_request_id(request_id)
-            self.peer_sent_bad_line(error)
+            self.peer_sent_bad_line(error, line)
         except Exception:
-            self._internal_error(request_id)
+            self.handling_failed(request_id, None)
         else:
             if isinstance(result, defer.Deferred):
-                result.addErrback(self._handler_failed, request_id)
+                result.addErrback(self._handler_failed, request_id, line)
 
     def dispatch(self, verb: str, request_id: str, args: dict):
         """Call ``handle_<verb>(request_id, **args)``; may return a Deferred."""
@@ -110,28 +135,30 @@ class LineProtocol(LineOnlyReceiver):
     def authorize(self, verb: str, request_id: str) -> None:
         """Raise a WireError if the peer may not use C{verb} yet; anything goes by default."""
 
-    def _handler_failed(self, failure, request_id: str) -> None:
+    def _handler_failed(self, failure, request_id: str, line: bytes) -> None:
         if failure.check(WireError):
-            self.peer_sent_bad_line(failure.value.with_request_id(request_id))
+            self.peer_sent_bad_line(failure.value.with_request_id(request_id), line)
         else:
-            self._internal_error(request_id, failure)
+            self.handling_failed(request_id, failure)
 
-    def _internal_error(self, request_id: str, failure=None) -> None:
+    # The three hooks below answer the peer, as the server does; the client
+    # overrides them, since it never answers a server with an error.
+
+    def peer_sent_bad_line(self, error: WireError, line: bytes) -> None:
+        """A line, or a request, that could not be accepted, with the reason."""
+        self.send_error(error)
+
+    def handling_failed(self, request_id: str, failure) -> None:
+        """Our own code failed on a good line (C{failure}, or the current exception)."""
         self.log.failure("handling request {request_id}", failure, request_id=request_id)
         self.send_error(WireError(Code.INTERNAL, "internal error; try again", request_id))
 
-    def peer_sent_bad_line(self, error: WireError) -> None:
-        """Answer a line we could not accept; the server's behaviour by default."""
-        self.send_error(error)
-
-    def lineLengthExceeded(self, line: bytes) -> None:
+    def line_too_long(self, head: bytes) -> None:
+        """A line over L{max_line_length}; C{head} is its start. The peer is
+        told, and since the rest of its line cannot be trusted, closed."""
         self.send_error(
-            WireError(
-                Code.TOO_LONG,
-                f"line longer than {self.max_line_length} bytes; closing",
-            )
+            WireError(Code.TOO_LONG, f"line longer than {self.max_line_length} bytes; closing")
         )
-        self._buffer = b""
         self.close_connection()
 
     # -- sending -------------------------------------------------------------
@@ -139,9 +166,15 @@ class LineProtocol(LineOnlyReceiver):
     def send_frame(self, verb: str, request_id: str, *args: str) -> None:
         """Write one line; silently dropped once we have decided to close."""
         if not self._closing:
-            self.sendLine(encode_frame(verb, request_id, *args))
+            self.send_line(encode_frame(verb, request_id, *args))
+
+    def send_line(self, line: bytes) -> None:
+        self.transport.write(line + self.delimiter)
 
     def send_error(self, error: WireError) -> None:
+        """An ERROR line; one that says when to try again follows a RETRY line."""
+        if error.retry_after is not None:
+            self.send_frame("RETRY", error.request_id, str(max(1, round(error.retry_after * 1000))))
         self.send_frame("ERROR", error.request_id, error.code, error.text)
 
     def reply(self, request_id: str, lines) -> None:

@@ -10,7 +10,12 @@ _MINIMUM_DELAY = 0.001
 
 
 class TokenBucket:
-    """C{burst} tokens at most, refilled at C{rate} per second; time is passed in."""
+    """C{burst} tokens at most, refilled at C{rate} per second; time is passed in.
+
+    A take may cost more than one token (bytes, for a storage budget); one
+    that costs more than the burst is paid from a full bucket, leaving it in
+    debt, so that nothing is refused for ever.
+    """
 
     def __init__(self, rate: float, burst: float, now: float):
         if rate <= 0 or burst < 1:
@@ -24,17 +29,25 @@ class TokenBucket:
         self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
 
-    def take(self, now: float) -> bool:
-        """Spend one token if there is one."""
+    def _needed(self, amount: float) -> float:
+        return min(amount, self.burst)
+
+    def take(self, now: float, amount: float = 1) -> bool:
+        """Spend C{amount} tokens if there are that many."""
         self._refill(now)
-        if self._tokens >= 1 - _EPSILON:
-            self._tokens = max(0.0, self._tokens - 1)
+        if self._tokens >= self._needed(amount) - _EPSILON:
+            self._tokens = max(0.0, self._tokens - self._needed(amount)) - (amount -
+                                                                            self._needed(amount))
             return True
         return False
 
-    def delay(self, now: float) -> float:
-        """Seconds until a token is available (0 if one is)."""
+    def give_back(self, amount: float) -> None:
+        """Undo a take whose work was not done after all."""
+        self._tokens = min(self.burst, self._tokens + amount)
+
+    def delay(self, now: float, amount: float = 1) -> float:
+        """Seconds until C{amount} tokens are available (0 if they are)."""
         self._refill(now)
-        if self._tokens >= 1 - _EPSILON:
+        if self._tokens >= self._needed(amount) - _EPSILON:
             return 0.0
-        return max(_MINIMUM_DELAY, (1 - self._tokens) / self.rate)
+        return max(_MINIMUM_DELAY, (self._needed(amount) - self._tokens) / self.rate)

@@ -12,7 +12,7 @@ from securechat.config import SETTINGS, ConfigError, build_settings, prepare_dat
 from securechat.constants import COMMIT_INTERVAL_SECONDS, LISTEN_BACKLOG
 from securechat.server.backends import Unavailable, open_fanout, open_store
 from securechat.server.daemonlog import DaemonLog, install_for_twistd
-from securechat.server.limits import ConnectionLimits
+from securechat.server.limits import ConnectionLimits, StorageLimits
 from securechat.server.metrics import ServerMetrics, metrics_service
 from securechat.server.protocol import ServerFactory
 from securechat.server.rooms import RoomLimits
@@ -83,6 +83,9 @@ def makeService(config, reactor=None) -> MultiService:  # noqa: N802
             settings.registration,
             RoomLimits(settings.rooms_per_user, settings.members_per_room, settings.topic_length),
             commit_interval=COMMIT_INTERVAL_SECONDS,
+            storage=StorageLimits(settings.store_bytes_per_second, settings.store_burst_bytes,
+                                  settings.store_bytes_per_day),
+            retention_days=settings.retention_days,
         ),
         metrics=metrics,
         fanout=fanout,
@@ -101,6 +104,7 @@ def makeService(config, reactor=None) -> MultiService:  # noqa: N802
         ping_timeout=settings.ping_timeout,
         max_send_queue=settings.send_queue_bytes,
         max_paused=settings.stalled_reader,
+        registrations_per_hour=settings.registrations_per_hour,
     )
     factory = ServerFactory(chat, settings.public_name, reactor, limits=limits, metrics=metrics,
                             proxied=settings.proxy_protocol)

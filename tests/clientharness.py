@@ -32,6 +32,8 @@ class Rig:
                                      network.clock, self._save, binding, **options)
         self.session.subscribe(self.events.append)
         self.pump = None
+        # Every line this client wrote to the server, for tests of what it never says.
+        self.sent: list[bytes] = []
 
     def _save(self, state):
         self.saved = json.loads(json.dumps(state))
@@ -45,6 +47,9 @@ class Rig:
 
     def clear(self):
         self.events.clear()
+
+    def sent_verbs(self) -> set[str]:
+        return {line.split(b" ", 1)[0].decode() for line in self.sent}
 
 
 class Network:
@@ -64,6 +69,13 @@ class Network:
     def connect(self, rig: Rig) -> None:
         server_protocol = self.server.factory.buildProtocol(None)
         client_protocol = ClientProtocol(rig.session, self.clock)
+        write = client_protocol.send_line
+
+        def recording(line: bytes) -> None:
+            rig.sent.append(line)
+            write(line)
+
+        client_protocol.send_line = recording
         rig.pump = iosim.connect(
             server_protocol, iosim.makeFakeServer(server_protocol),
             client_protocol, iosim.makeFakeClient(client_protocol),

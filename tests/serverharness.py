@@ -12,6 +12,7 @@ from securechat.server.rooms import RoomLimits
 from securechat.server.service import ChatService, ServiceSettings
 from securechat.server.sqlite_store import InlineRunner, SQLiteStore
 from securechat.wire import SERVER_VERBS, b64decode, b64encode, encode_frame, parse_line
+from securechat.wire.limits import AnnouncedLimits
 from tests.identities import identity
 
 SERVER_NAME = "test.example"
@@ -25,11 +26,12 @@ def fake_binding(transport) -> bytes:
 
 
 def make_service(clock=None, registration="open", limits=RoomLimits(), path=":memory:",
-                 fanout=None):
+                 fanout=None, store=None, **settings):
+    """@param settings: other L{ServiceSettings} fields (storage, retention_days)."""
     service = ChatService(
-        SQLiteStore(InlineRunner(path)),
+        store or SQLiteStore(InlineRunner(path)),
         clock or task.Clock(),
-        ServiceSettings(SERVER_NAME, registration, limits),
+        ServiceSettings(SERVER_NAME, registration, limits, **settings),
         run_blocking=defer.maybeDeferred,
         fanout=fanout,
     )
@@ -43,10 +45,11 @@ class ScriptedClient:
     def __init__(self, factory, address=("127.0.0.1", 40000)):
         self.clock = factory.clock
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", *address))
-        self.protocol = factory.buildProtocol(None)
+        self.protocol = factory.buildProtocol(IPv4Address("TCP", *address))
         self.protocol.makeConnection(self.transport)
         self.counter = 0
         self.backlog = []
+        self.limits = None
         hello = self.frames()[0]
         self.nonce = SERVER_VERBS["HELLO"].bind(hello)["nonce"]
 
@@ -83,11 +86,18 @@ class ScriptedClient:
         public = identity(name).public
         args = [nick, b64encode(public.sign_der), b64encode(public.enc_der),
                 b64encode(public.enc_signature), self.login_signature(name, nick)]
-        return self.request("REGISTER", *args, *([token] if token else []))
+        return self.without_limits(self.request("REGISTER", *args, *([token] if token else [])))
 
     def login(self, name, nick=None):
         nick = nick or name
-        return self.request("LOGIN", nick, self.login_signature(name, nick))
+        return self.without_limits(self.request("LOGIN", nick, self.login_signature(name, nick)))
+
+    def without_limits(self, frames):
+        """The login's frames, its LIMITS line taken out and kept (parsed) in C{limits}."""
+        if frames and frames[0].verb == "LIMITS":
+            self.limits = AnnouncedLimits.parse(frames[0].args[0])
+            return frames[1:]
+        return frames
 
 
 class Server:

@@ -13,6 +13,10 @@ from securechat.wire import Code, WireError
 class RecordingSession:
     def __init__(self):
         self.events, self.errors, self.faults, self.lost = [], [], [], []
+        self.unreadable = []
+
+    def unreadable_line(self, unreadable):
+        self.unreadable.append(unreadable)
 
     def connection_made(self, protocol):
         pass
@@ -82,7 +86,51 @@ class ClientProtocolTests(SynchronousTestCase):
         self.transport.clear()
         self.protocol.dataReceived(b"\xff\xfe\n")
         self.assertEqual(self.transport.value(), b"")
-        self.assertEqual(len(self.session.faults), 1)
+        self.assertEqual(len(self.session.unreadable), 1)
+
+    def test_overlong_line_is_skipped_and_the_next_read(self):
+        """A line over the limit, arriving in pieces, is reported once by its start
+        and skipped; the line after it is read; nothing is sent back."""
+        self.transport.clear()
+        line = b"MESSAGE * #lab 41 alice 2 7 " + b"A" * 70_000 + b"\nTOPIC * #lab bob :next\n"
+        for start in range(0, len(line), 4096):
+            self.protocol.dataReceived(line[start:start + 4096])
+        [unreadable] = self.session.unreadable
+        self.assertEqual((unreadable.verb, unreadable.fields["server_seq"]), ("MESSAGE", 41))
+        self.assertIn("longer than 65536 bytes", unreadable.reason)
+        self.assertEqual([v for v, _ in self.session.events], ["TOPIC"])
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_endless_line_holds_no_memory(self):
+        """A server that sends bytes and never a LF costs the client no more than one line."""
+        for _ in range(300):
+            self.protocol.dataReceived(b"x" * 4096)
+            self.assertLessEqual(len(self.protocol._buffer), 65536)
+        self.assertEqual(len(self.session.unreadable), 1)
+        self.protocol.dataReceived(b"\nPING s1\n")
+        self.assertEqual(self.transport.value(), b"PONG s1\n")
+
+    def test_unreadable_final_reply_fails_its_request(self):
+        """An OK the client cannot read fails its request (it never hangs), and the
+        others go on."""
+        first, second = self.protocol.request("WHO", "#a"), self.protocol.request("WHO", "#b")
+        self.protocol.dataReceived(b"OK 1 a b c d e\nOK 2\n")
+        self.assertEqual(self.failureResultOf(first, WireError).value.code, "PROTOCOL")
+        self.successResultOf(second)
+
+    def test_unreadable_data_line_stays_with_its_request(self):
+        """A data line that cannot be read is kept with its request (for paging)."""
+        d = self.protocol.request("HISTORY", "#lab", "after", "0", "5", process=False)
+        self.protocol.dataReceived(b"MESSAGE 1 #lab 7 alice 1 1 !! x y 1\nOK 1 1\n")
+        reply = self.successResultOf(d)
+        self.assertEqual(reply.unreadable[0].fields["server_seq"], 7)
+
+    def test_retry_says_when(self):
+        """A RETRY before an ERROR gives the error its wait."""
+        d = self.protocol.request("MSG", "#lab")
+        self.protocol.dataReceived(b"RETRY 1 2500\nERROR 1 RATE_LIMITED :slow down\n")
+        failure = self.failureResultOf(d, WireError)
+        self.assertEqual((failure.value.code, failure.value.retry_after), (Code.RATE_LIMITED, 2.5))
 
     def test_server_ping_answered(self):
         """A server PING gets a PONG with the same id."""

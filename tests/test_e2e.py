@@ -132,17 +132,8 @@ class BatchCommandTests(DaemonTestCase):
         yield super().setUp()
         self.homes = os.path.abspath(self.mktemp())
 
-    @defer.inlineCallbacks
     def batch(self, who, lines, *extra, nick=True):
-        env = {**environment(), "SECURECHAT_PASSPHRASE": f"pass-{who}"}
-        args = ["-m", "securechat.client.cli", "--batch", "--home",
-                os.path.join(self.homes, who), "--server", f"127.0.0.1:{self.daemon.port}",
-                "--trust-fingerprint", self.daemon.fingerprint, *extra]
-        if nick:
-            args += ["--nick", who]
-        out, err, code = yield _run(args, env, lines)
-        events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
-        return events, err.decode(), code
+        return run_batch(self.daemon, self.homes, who, lines, *extra, nick=nick)
 
     @defer.inlineCallbacks
     def test_three_clients_story(self):
@@ -213,6 +204,21 @@ class BatchCommandTests(DaemonTestCase):
             ["-m", "securechat.client.cli", "--batch", "--home", env_home],
             {**environment(), "SECURECHAT_PASSPHRASE": "wrong"}, ["x"])
         self.assertEqual((code, err.decode().strip()), (2, f"securechat-client: {env_home}: wrong passphrase"))
+
+
+@defer.inlineCallbacks
+def run_batch(daemon, homes, who, lines, *extra, nick=True):
+    """securechat-client --batch as C{who} (home and passphrase of their own) against
+    C{daemon}; fire with (JSON events, stderr, exit code)."""
+    env = {**environment(), "SECURECHAT_PASSPHRASE": f"pass-{who}"}
+    args = ["-m", "securechat.client.cli", "--batch", "--home", os.path.join(homes, who),
+            "--server", f"127.0.0.1:{daemon.port}", "--trust-fingerprint", daemon.fingerprint,
+            *extra]
+    if nick:
+        args += ["--nick", who]
+    out, err, code = yield _run(args, env, lines)
+    events = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+    return events, err.decode(), code
 
 
 def _run(args, env, lines):

@@ -94,8 +94,8 @@ class EnvelopeTests(SynchronousTestCase):
         self.assertIn("does not decrypt", caught.exception.reason)
 
     def test_oversized_body_refused(self):
-        """Bodies beyond the limit are refused before encryption."""
-        self.assertRaises(ValueError, seal, KEY, self.alice, header(), "x" * 20000, 1)
+        """A body beyond the limit given is refused before encryption."""
+        self.assertRaises(ValueError, seal, KEY, self.alice, header(), "x" * 101, 1, 100)
 
     def test_random_ids_differ(self):
         """Two seals of the same text give different tokens (fresh IV)."""

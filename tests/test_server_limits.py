@@ -22,11 +22,13 @@ class LimitsTests(SynchronousTestCase):
         self.server.factory.addresses = AddressCounter(LIMITS.per_ip)
 
     def test_flood_gets_errors_then_disconnect(self):
-        """Past the burst each line gets RATE_LIMITED under its own id; repeated excess closes."""
+        """Past the burst each line gets RATE_LIMITED under its own id, after a RETRY
+        saying when a line goes through again; repeated excess closes."""
         client = self.server.user("alice")
         client.protocol.bucket._tokens = 0
-        frames = client.request("PING", )
-        self.assertEqual((frames[0].args[0], frames[0].request_id), ("RATE_LIMITED", "r2"))
+        retry, error = client.request("PING")
+        self.assertEqual((retry.verb, retry.request_id, retry.args), ("RETRY", "r2", ("100",)))
+        self.assertEqual((error.args[0], error.request_id), ("RATE_LIMITED", "r2"))
         self.assertFalse(client.transport.disconnecting)
         for _ in range(LIMITS.strikes):
             client.request("PING")

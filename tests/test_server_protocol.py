@@ -130,7 +130,7 @@ class LoginTests(SynchronousTestCase):
         replayed = first.login_signature("alice", "alice")
         [error] = second.request("LOGIN", "alice", replayed)
         self.assertEqual(error.args[0], "AUTH_FAILED")
-        [ok] = first.request("LOGIN", "alice", replayed)
+        [ok] = first.without_limits(first.request("LOGIN", "alice", replayed))
         self.assertEqual(ok.verb, "OK")
 
     def test_login_with_another_key_refused(self):

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from securechat.constants import ROTATE_AFTER_MESSAGES, ROTATE_AFTER_SECONDS
 from securechat.crypto.envelope import MessageHeader, seal
 from securechat.crypto.roomkeys import EpochRecord, new_epoch, new_room_key, wrap_key
+from securechat.server import service as service_module
 from securechat.server.rooms import RoomLimits
 from securechat.server.service import ChatService, ServiceSettings
 from securechat.server.store import MessageRow
@@ -430,6 +431,50 @@ class LoggingTests(SynchronousTestCase):
         self.assertIn("alice rotated #lab to epoch 1", text)
 
 
+class PagingTests(SynchronousTestCase):
+    """WHO and LIST answer a page at a time, so no request builds an unbounded reply."""
+
+    def setUp(self):
+        self.patch(service_module, "WHO_PAGE", 2)
+        self.patch(service_module, "LIST_PAGE", 2)
+        self.server = Server()
+        self.users = [self.server.user(name) for name in ("alice", "bob", "carol", "dave")]
+        for client, room in zip(self.users, ("#a", "#b", "#c", "#d")):
+            client.request("JOIN", room)
+        for client in self.users[1:]:
+            client.request("JOIN", "#a")
+
+    def test_who_pages_in_nick_order(self):
+        """WHO gives two members and the nick to go on from; after the last page, none."""
+        self.users[0].frames()
+        first = self.users[0].request("WHO", "#a")
+        self.assertEqual([decode(f)["nick"] for f in first[:-1]], ["alice", "bob"])
+        self.assertEqual(first[-1].args, ("2", "bob"))
+        second = self.users[0].request("WHO", "#a", "bob")
+        self.assertEqual([decode(f)["nick"] for f in second[:-1]], ["carol", "dave"])
+        self.assertEqual(second[-1].args, ("2",))
+
+    def test_list_pages_in_name_order(self):
+        """LIST gives two rooms and the name to go on from."""
+        self.users[0].frames()
+        first = self.users[0].request("LIST")
+        self.assertEqual(first[-1].args, ("2", "#b"))
+        rest = self.users[0].request("LIST", "#b")
+        self.assertEqual([decode(f)["room"] for f in rest[:-1]], ["#c", "#d"])
+
+    def test_client_reads_every_page(self):
+        """The client core asks on until the last page: its member list has everyone."""
+        from tests.clientharness import Network
+        net = Network()
+        rigs = [net.client(name) for name in ("alice", "bob", "carol", "dave", "eve")]
+        for rig in rigs:
+            rig.session.join("#all")
+            net.settle()
+        d = rigs[0].session.who("#all")
+        net.settle()
+        self.assertEqual(len(self.successResultOf(d)), 5)
+
+
 class ReviewRegressionTests(SynchronousTestCase):
     """Faults a review found, each pinned by a test."""
 
@@ -526,9 +571,9 @@ class ResetTests(SynchronousTestCase):
     def register_new_keys(self, token, name="alice-new"):
         client = self.server.connect()
         public = identity(name).public
-        return client, client.request(
+        return client, client.without_limits(client.request(
             "REGISTER", "alice", b64encode(public.sign_der), b64encode(public.enc_der),
-            b64encode(public.enc_signature), client.login_signature(name, "alice"), token)
+            b64encode(public.enc_signature), client.login_signature(name, "alice"), token))
 
     def test_reset_gives_new_keys_and_ends_old_sessions(self):
         """With a reset token the nick registers with new keys; the old session is told

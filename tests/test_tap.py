@@ -3,7 +3,7 @@
 import os
 import stat
 
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactorClock as MemoryReactor
 from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage

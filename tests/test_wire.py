@@ -2,13 +2,26 @@
 
 import re
 
+from cryptography.fernet import Fernet
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from securechat.constants import MAX_LINE_AUTHENTICATED, MAX_LINE_UNAUTHENTICATED
+from securechat.crypto.envelope import (
+    MAX_MESSAGE_BYTES,
+    MessageHeader,
+    largest_body,
+    seal,
+    token_size,
+)
+from securechat.server.protocol import PRE_LOGIN_VERBS
 from securechat.wire import codec
+from securechat.wire.grammar import MAX_INT, MAX_SYNC_ROOMS, MAX_TOKEN_BYTES
+from securechat.wire.limits import AnnouncedLimits
 from securechat.wire import (
     CLIENT_VERBS,
+    SERVER_VERBS,
     Code,
     Frame,
     Param,
@@ -19,6 +32,7 @@ from securechat.wire import (
     encode_frame,
     parse_line,
 )
+from tests.identities import identity
 
 tokens = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=20)
 texts = st.text(
@@ -207,3 +221,76 @@ class FastCheckTests(SynchronousTestCase):
                             (text, error))
         else:
             self.assertTrue(valid, text)
+
+
+class LineLimitTests(SynchronousTestCase):
+    """One table of limits both ends obey: every line either side may send
+    fits what the other accepts, at its worst case."""
+
+    def test_every_server_line_fits_the_client_limit(self):
+        """No line the server may send is longer than the client accepts."""
+        for verb in SERVER_VERBS.values():
+            self.assertLessEqual(verb.worst_case_line(), MAX_LINE_AUTHENTICATED, verb.name)
+
+    def test_every_client_line_fits_the_server_limit(self):
+        """No request a client may send is longer than the server accepts after
+        login; those allowed before login fit the pre-login limit."""
+        for verb in CLIENT_VERBS.values():
+            self.assertLessEqual(verb.worst_case_line(), MAX_LINE_AUTHENTICATED, verb.name)
+        for name in PRE_LOGIN_VERBS:
+            self.assertLessEqual(CLIENT_VERBS[name].worst_case_line(), MAX_LINE_UNAUTHENTICATED,
+                                 name)
+
+    def test_the_token_takes_what_the_message_line_leaves(self):
+        """The largest token makes the worst MESSAGE line exactly fit; one byte more would not."""
+        message = SERVER_VERBS["MESSAGE"]
+        self.assertLessEqual(message.worst_case_line(), MAX_LINE_AUTHENTICATED)
+        bigger = Verb("MESSAGE", tuple(
+            Param(p.name, p.kind, p.max_length + (p.name == "token")) for p in message.params))
+        self.assertGreater(bigger.worst_case_line(), MAX_LINE_AUTHENTICATED)
+
+    def test_largest_message_seals_within_the_token_limit(self):
+        """A body of MAX_MESSAGE_BYTES, with the longest room name and the largest
+        counters, seals to a token the grammar accepts; the limit leaves nothing unused."""
+        header = MessageHeader("#" + "r" * 32, MAX_INT, MAX_INT, b"\xff" * 16)
+        token, _ = seal(Fernet.generate_key(), identity("alice"), header,
+                        "\u00e9" * (MAX_MESSAGE_BYTES // 2), MAX_INT)
+        self.assertLessEqual(len(token), MAX_TOKEN_BYTES)
+        self.assertEqual(largest_body(token_size(MAX_MESSAGE_BYTES)), MAX_MESSAGE_BYTES)
+        self.assertGreater(token_size(MAX_MESSAGE_BYTES + 256), MAX_TOKEN_BYTES)
+
+    def test_sync_names_as_many_rooms_as_a_user_may_join(self):
+        """A SYNC naming MAX_SYNC_ROOMS rooms at their longest still parses."""
+        positions = " ".join(f"#{n:032d}={MAX_INT}" for n in range(MAX_SYNC_ROOMS))
+        line = encode_frame("SYNC", "x" * 32, positions)
+        self.assertLessEqual(len(line), MAX_LINE_AUTHENTICATED)
+        self.assertEqual(CLIENT_VERBS["SYNC"].bind(parse_line(line))["positions"], positions)
+
+    def test_leading_values_of_a_broken_line(self):
+        """What can still be read of a MESSAGE whose token is bad: room, seq and sender."""
+        tokens = ["#lab", "41", "alice", "2", "7", "!!not-base64!!", "x", "1"]
+        self.assertEqual(SERVER_VERBS["MESSAGE"].leading_values(tokens),
+                         {"room": "#lab", "server_seq": 41, "sender": "alice", "epoch": 2,
+                          "seq": 7})
+
+
+class AnnouncedLimitsTests(SynchronousTestCase):
+    def test_round_trip(self):
+        """The LIMITS argument reads back as the limits announced."""
+        limits = AnnouncedLimits(2.5, 400, 65536, 48000, 32768, 1048576, 134217728)
+        self.assertEqual(AnnouncedLimits.parse(limits.encode()), limits)
+
+    def test_newer_names_are_skipped_and_budgets_default_to_none(self):
+        """Unknown names from a newer server are ignored; a missing budget is none."""
+        limits = AnnouncedLimits.parse(
+            "lines_per_second=200 line_burst=400 max_line=65536 max_message_bytes=9 colour=red")
+        self.assertEqual((limits.max_message_bytes, limits.store_bytes_per_day), (9, 0))
+
+    def test_malformed_is_bad_arguments(self):
+        """Malformed, negative, infinite or missing values are BAD_ARGUMENTS, never a crash."""
+        base = "line_burst=400 max_line=65536 max_message_bytes=9"
+        for text in ["junk", f"lines_per_second=x {base}", f"lines_per_second=-1 {base}",
+                     f"lines_per_second=inf {base}", f"lines_per_second=nan {base}", base]:
+            with self.assertRaises(WireError) as caught:
+                AnnouncedLimits.parse(text)
+            self.assertEqual(caught.exception.code, Code.BAD_ARGUMENTS)

@@ -79,10 +79,9 @@ class MembershipTrust:
 
     @defer.inlineCallbacks
     def _members(self, room: LocalRoom):
-        """WHO, with each member's identity checked against our pins."""
-        reply = yield self.request("WHO", room.name, process=False)
+        """WHO, page by page, with each member's identity checked against our pins."""
         members = {}
-        for _, args in reply.lines:
+        for _, args in (yield self.paged("WHO", room.name)):
             identity = self._observe(args["nick"], args)
             members[fold(args["nick"])] = {**args, "identity": identity}
         self._vouch(room, members)

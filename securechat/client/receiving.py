@@ -5,7 +5,7 @@ and say why whenever a message cannot be shown; never silence."""
 from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
 
-from securechat.client.state import SEEN_IDS_PER_ROOM, Incoming, LocalRoom
+from securechat.client.state import SEEN_IDS_PER_ROOM, UNREADABLE_PER_ROOM, Incoming, LocalRoom
 from securechat.crypto.envelope import EnvelopeError, MessageHeader, open_sealed
 from securechat.names import fold
 from securechat.wire import WireError
@@ -34,6 +34,49 @@ class MessageReception:
         local.pending.append(incoming)
         self._enqueue(local, incoming)
         return None
+
+    def unreadable_line(self, unreadable) -> None:
+        """The server sent a line we cannot read: say so (within reason) and
+        read on. A message among them is reported as one, and our position
+        moves past it, so that catching up never fetches it again."""
+        fields = unreadable.fields
+        room = self.rooms.get(fold(fields["room"])) if "room" in fields else None
+        if unreadable.verb == "MESSAGE" and room is not None and "server_seq" in fields:
+            seq = fields["server_seq"]
+            if seq in room.unreadable:
+                return
+            room.unreadable.append(seq)
+            del room.unreadable[:-UNREADABLE_PER_ROOM]
+            room.last_seq = max(room.last_seq, seq)
+            self.save()
+            if self._may_report():
+                sender = fields.get("sender", "someone")
+                self.emit("undecryptable", room=room.name, server_seq=seq, nick=sender,
+                          reason=f"the server sent it malformed ({unreadable.reason})",
+                          message=f"a message from {sender} could not be shown: the server "
+                                  f"sent it malformed ({unreadable.reason})")
+            return
+        if self._may_report():
+            what = f"a {unreadable.verb} line" if unreadable.verb else "a line"
+            self.emit("error", code="PROTOCOL",
+                      message=f"the server sent {what} this client cannot read "
+                              f"({unreadable.reason}); it was passed over")
+
+    def _may_report(self) -> bool:
+        """Whether a fault may be shown now; those held back are counted in one
+        notice a minute later."""
+        if self._faults.allow(self.clock.seconds()):
+            return True
+        if self._faults.held == 1:
+            self.clock.callLater(60, self._report_held_faults)
+        return False
+
+    def _report_held_faults(self) -> None:
+        held = self._faults.take_held()
+        if held:
+            self.emit("error", code="PROTOCOL",
+                      message=f"{held} more unreadable line{'s' if held > 1 else ''} from the "
+                              f"server were passed over; it may be faulty or hostile")
 
     def _enqueue(self, room: LocalRoom, message: Incoming) -> None:
         room.chain.addCallback(lambda _: self._try_show(room, message))

@@ -6,7 +6,7 @@ from twisted.internet.error import ConnectionLost
 
 from securechat.client.outbox import OutboxEntry
 from securechat.client.state import LocalRoom
-from securechat.constants import MAX_BODY_BYTES, ROTATE_AFTER_MESSAGES
+from securechat.constants import ROTATE_AFTER_MESSAGES
 from securechat.crypto.envelope import MessageHeader, seal
 from securechat.crypto.roomkeys import FIRST_EPOCH
 from securechat.names import fold
@@ -17,8 +17,12 @@ from securechat.wire import Code, WireError, b64encode
 SEND_WINDOW = 100
 
 # Wait before resending a message the server could not take for a passing
-# reason (its flood limit, an internal error).
+# reason (an internal error, a full disk) when it did not say how long.
 RETRY_SECONDS = 2.0
+
+# A wait the server asks for longer than this is told to the user: the
+# message is not lost, but it will not go out soon (a daily budget spent).
+LONG_WAIT_SECONDS = 60.0
 
 # A newcomer who wants to send in a room whose key has not reached them
 # yet waits this long for a key holder to answer before making a new key
@@ -31,12 +35,12 @@ class SendPath:
     it uses."""
 
     def send_text(self, room_name: str, text: str) -> OutboxEntry:
-        """Queue a message; refused at once (never queued) if it cannot be sent at all."""
+        """Queue a message; refused at once (never queued) if it cannot be sent
+        at all, above all if it is longer than the server stores."""
         room = self._room(room_name)
-        size = len(text.encode("utf-8"))
-        if size > MAX_BODY_BYTES:
-            raise WireError(Code.TOO_LONG, f"the message is {size} bytes; the limit is "
-                                           f"{MAX_BODY_BYTES}: split it")
+        problem = self.limits.check_message(text)
+        if problem is not None:
+            raise WireError(MESSAGE_TOO_LONG, problem)
         entry = self.outbox.add(room.name, text)
         self.save()
         self._pump()
@@ -68,8 +72,26 @@ class SendPath:
                 if not self.outbox.in_flight():
                     self._start_rotation(room, f"key used for {ROTATE_AFTER_MESSAGES} messages")
                 continue
+            if not self._within_budget(entry):
+                return
             room.key_wait_since = None
             self._transmit(entry, room, key)
+
+    def _within_budget(self, entry: OutboxEntry) -> bool:
+        """Spend the storage budget the message costs, or come back when it is there."""
+        now = self.clock.seconds()
+        if self.limits.take_message(entry.text, now):
+            return True
+        self._pump_later(self.limits.message_delay(entry.text, now))
+        return False
+
+    def _pump_later(self, delay: float) -> None:
+        """Try the outbox again in C{delay} seconds (once, however often asked)."""
+        if self._pump_call is not None and self._pump_call.active():
+            if self._pump_call.getTime() <= self.clock.seconds() + delay:
+                return
+            self._pump_call.cancel()
+        self._pump_call = self.clock.callLater(delay, self._pump)
 
     def _without_key(self, room: LocalRoom) -> None:
         """We want to send but hold no current key: get one, or make one."""
@@ -129,12 +151,14 @@ class SendPath:
                                                    "holes": []}
         own["last"] = max(own["last"], entry.seq)
         self.save()
+        self._waiting_told = None
         self.emit("sent", room=entry.room, text=entry.text, server_seq=server_seq, seq=entry.seq,
                   id=entry.message_id.hex())
         self._after_send()
 
     def _refused(self, failure, entry: OutboxEntry, room: LocalRoom) -> None:
         self.outbox.returned(entry)
+        self.limits.give_back_message(entry.text)
         if failure.check(ConnectionLost):
             return
         error = failure.value
@@ -148,13 +172,28 @@ class SendPath:
             self.request("EPOCHS", room.name, str(room.epoch + 1)).addCallback(
                 lambda _: (self._check_key(room), self._pump())).addErrback(
                 lambda f: f.trap(WireError, ConnectionLost))
-        elif code in (Code.RATE_LIMITED, Code.INTERNAL):
+        elif code in (Code.RATE_LIMITED, Code.INTERNAL, Code.STORAGE_FULL):
             # Transient on the server's side: the message stays and goes again.
-            self.clock.callLater(RETRY_SECONDS, self._pump)
+            wait = error.retry_after or RETRY_SECONDS
+            self._tell_waiting(entry, code, error.text, wait)
+            self._pump_later(wait)
         else:
             self.outbox.remove(entry)
             self._send_failed(entry, code or "CLIENT", failure.getErrorMessage())
             self._after_send()
+
+    def _tell_waiting(self, entry: OutboxEntry, code: str, text: str, wait: float) -> None:
+        """Say once per cause that messages wait, when they will for long or
+        for a full disk: never a message that seems sent and is not."""
+        if code != Code.STORAGE_FULL and wait < LONG_WAIT_SECONDS:
+            return
+        if self._waiting_told == code:
+            return
+        self._waiting_told = code
+        when = f"in {_duration(wait)}" if code != Code.STORAGE_FULL else "when it has room"
+        self.emit("send_waiting", room=entry.room, code=str(code),
+                  message=f"the server cannot take messages now ({text}); yours wait in the "
+                          f"outbox and go out {when}")
 
     def _send_failed(self, entry: OutboxEntry, code: str, text: str) -> None:
         self.failed_sends += 1
@@ -171,3 +210,17 @@ class SendPath:
         else:
             self._pump()
 
+
+
+# The code a message too long to send is refused with, before anything leaves.
+MESSAGE_TOO_LONG = "MESSAGE_TOO_LONG"
+
+
+def _duration(seconds: float) -> str:
+    """A wait as people say it: 45 s, 12 min, 3 h 20 min."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"

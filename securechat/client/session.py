@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from securechat.client.keyring import RoomKeyring
 from securechat.client.keyservice import KeyService
+from securechat.client.limits import ServerLimits
 from securechat.client.membership import MembershipTrust
 from securechat.client.outbox import Outbox
 from securechat.client.pins import PinStore
@@ -24,6 +25,7 @@ from securechat.client.sending import SendPath
 from securechat.client.state import (
     ClientEvent,
     LocalRoom,
+    ReportThrottle,
     SharedOperations,
     UnsentWraps,
 )
@@ -40,14 +42,10 @@ from securechat.crypto.roomkeys import (
     new_epoch,
 )
 from securechat.names import fold
-from securechat.ratelimit import TokenBucket
 from securechat.wire import Code, WireError, b64encode
+from securechat.wire.limits import AnnouncedLimits
 
 log = Logger()
-
-
-# Head-room kept below the server's announced flood limits.
-PACING_MARGIN = 0.9
 
 KEY_PENDING_TEXT = "waiting for a room key from a member"
 
@@ -77,13 +75,22 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
         self.keys = RoomKeyring(state.get("keyring"))
         self.rooms = {fold(r["name"]): LocalRoom.from_dict(r) for r in state.get("rooms", [])}
         self.outbox = Outbox(state.get("outbox"))
+        # Rooms the user left while offline (folded name to reason): each PART
+        # goes out after the next login, before anything else, and is kept
+        # (and saved) until the server has taken it.
+        self.parts_waiting: dict[str, tuple[str, str]] = {
+            fold(name): (name, reason) for name, reason in state.get("parts_waiting", [])}
+        self.limits = ServerLimits(state.get("server_limits"))
         self.protocol = None
         self.live = False
         self.failed_sends = 0
         self._subscribers = []
-        self._bucket = None
         self._queue: list = []
         self._drain_call = None
+        self._pump_call = None
+        # The cause of waiting messages the user was told of, until one is sent.
+        self._waiting_told: str | None = None
+        self._faults = ReportThrottle()
         self._save_call = None
         self._rotating = SharedOperations()
         self._fetching = SharedOperations()
@@ -127,6 +134,8 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
             "rooms": [r.to_dict() for r in self.rooms.values()],
             "outbox": self.outbox.to_list(),
             "unsent_wraps": [w.to_dict() for w in self._unsent_wraps.values()],
+            "server_limits": self.limits.to_saved(),
+            "parts_waiting": sorted(self.parts_waiting.values()),
         }
 
     def save(self) -> None:
@@ -169,7 +178,7 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
             return
         self.protocol = None
         self.live = False
-        self._bucket = None
+        self.limits.stop()
         queued, self._queue = self._queue, []
         for _, _, _, d in queued:
             d.errback(ConnectionLost("disconnected before sending"))
@@ -188,7 +197,7 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
         self.emit("error", code="PROTOCOL", message=text)
 
     def server_error(self, code: str, text: str) -> None:
-        self.emit("error", code=code, message=text)
+        self.emit("error", code=code, message=text, unprompted=True)
 
     def _fatal(self, code: str, text: str) -> None:
         self.emit("fatal", code=code, message=text)
@@ -201,7 +210,7 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
         """Send a request within the server's rate limit; fire with its Reply."""
         if self.protocol is None:
             return defer.fail(ConnectionLost("not connected"))
-        if self._bucket is None:
+        if not self.limits.pacing:
             return self.protocol.request(verb, *args, process=process)
         d = defer.Deferred()
         self._queue.append((verb, args, process, d))
@@ -210,15 +219,30 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
 
     def _drain_requests(self) -> None:
         now = self.clock.seconds()
-        while self._queue and self._bucket.take(now):
+        while self._queue and self.limits.take_line(now):
             verb, args, process, d = self._queue.pop(0)
             self.protocol.request(verb, *args, process=process).chainDeferred(d)
         if self._queue and self._drain_call is None:
-            self._drain_call = self.clock.callLater(self._bucket.delay(now), self._drain_timer)
+            self._drain_call = self.clock.callLater(self.limits.line_delay(now),
+                                                    self._drain_timer)
 
     def _drain_timer(self) -> None:
         self._drain_call = None
         self._drain_requests()
+
+    @defer.inlineCallbacks
+    def paged(self, verb: str, *args: str):
+        """Every data line of a request the server answers a page at a time (WHO,
+        LIST): asked again after the key its OK names, until one names none. A
+        server that names the same key again cannot keep us asking."""
+        lines, after = [], None
+        while True:
+            reply = yield self.request(verb, *args, *([after] if after else []), process=False)
+            lines.extend(reply.lines)
+            following = reply.final[1].get("b")
+            if not following or following == after:
+                return lines
+            after = following
 
     # -- login and sync ---------------------------------------------------------
 
@@ -264,20 +288,43 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
         except WireError as error:
             self._fatal(error.code, error.text)
             return
-        # OK <nick> <lines per second> <burst>: pace a little below both.
-        limits = reply.final[1]
-        self._bucket = TokenBucket(float(limits["b"]) * PACING_MARGIN,
-                                   max(1.0, float(limits["c"]) * PACING_MARGIN - 4),
-                                   self.clock.seconds())
+        announced = [args["limits"] for verb, args in reply.lines if verb == "LIMITS"]
+        if not announced:
+            self._fatal("PROTOCOL", "the server announced no limits at login; it is older "
+                                    "than this client: ask its operator to upgrade it")
+            return
+        try:
+            self.limits.start(AnnouncedLimits.parse(announced[-1]), self.clock.seconds())
+        except WireError as error:
+            self._fatal("PROTOCOL", f"the server's limits cannot be read: {error.text}")
+            return
+        self.save()
         self.emit("connected", nick=self.nick, server=server)
+        yield self._send_waiting_parts()
         yield self._sync()
+
+    @defer.inlineCallbacks
+    def _send_waiting_parts(self):
+        """The rooms left while offline, left now, before SYNC lists them again."""
+        for key, (name, reason) in list(self.parts_waiting.items()):
+            try:
+                yield self.request("PART", name, *([reason] if reason else []))
+            except WireError as error:
+                if error.code not in (Code.NOT_MEMBER, Code.NO_SUCH_ROOM):
+                    self.emit("error", code=str(error.code),
+                              message=f"could not leave {name}: {error.text}; trying again "
+                                      f"after the next reconnection")
+                    continue
+            del self.parts_waiting[key]
+            self.save()
 
     @defer.inlineCallbacks
     def _sync(self):
         known = set(self.rooms)
         positions = " ".join(f"{r.name}={r.position()}" for r in self.rooms.values())
         reply = yield self.request("SYNC", positions)
-        listed = {fold(args["room"]) for verb, args in reply.lines if verb == "ROOM"}
+        listed = {fold(args["room"]) for verb, args in reply.lines
+                  if verb == "ROOM" and fold(args["room"]) not in self.parts_waiting}
         for gone in known - listed:
             self.emit("left", room=self.rooms[gone].name, how="removed while offline", by="",
                       reason="")
@@ -297,15 +344,22 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
 
     @defer.inlineCallbacks
     def _catch_up(self, room: str, after: int):
+        """Page through a room's messages after C{after}, each page shown as it
+        comes; over when a page brings nothing new (a server that repeats a
+        page, or sends only lines we cannot read, cannot keep us asking)."""
         while True:
             reply = yield self.request("HISTORY", room, "after", str(after), "500")
-            if not reply.lines:
+            seqs = [args["server_seq"] for verb, args in reply.lines if verb == "MESSAGE"]
+            seqs += [u.fields["server_seq"] for u in reply.unreadable if "server_seq" in u.fields]
+            if not seqs or max(seqs) <= after:
                 return
-            after = reply.lines[-1][1]["server_seq"]
+            after = max(seqs)
 
     # -- room state lines --------------------------------------------------------
 
     def _on_room(self, room, role, epoch, last_seq, flags, members, topic):
+        if fold(room) in self.parts_waiting:
+            return
         local = self.rooms.setdefault(fold(room), LocalRoom(room))
         local.name, local.role, local.epoch = room, role, max(local.epoch, epoch)
         local.flags = set(flags.split(","))
@@ -363,6 +417,9 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
 
     def _on_more(self, room, after):
         """Handled by the sync that asked; nothing to do as an event."""
+
+    def _on_limits(self, limits):
+        """Read by the login that asked for it (L{_on_hello})."""
 
     # -- keys --------------------------------------------------------------------
 
@@ -605,7 +662,15 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
 
     @defer.inlineCallbacks
     def part(self, name: str, reason: str | None = None):
+        """Leave a room; while offline, the room is left here at once and the
+        PART goes out after the next login, like a message."""
         room = self._room(name)
+        if not self.live:
+            self.parts_waiting[fold(room.name)] = (room.name, reason or "")
+            self._drop_room(fold(room.name))
+            self.emit("left", room=room.name, how="part", by="",
+                      reason="the server is told once reconnected")
+            return
         yield self.request("PART", room.name, *([reason] if reason else []))
         self._drop_room(fold(name))
 
@@ -649,9 +714,9 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
 
     @defer.inlineCallbacks
     def list_rooms(self):
-        reply = yield self.request("LIST", process=False)
+        lines = yield self.paged("LIST")
         return [{"room": a["room"], "members": a["members"], "topic": a["topic"]}
-                for _, a in reply.lines]
+                for _, a in lines]
 
 
     # -- sending -------------------------------------------------------------------

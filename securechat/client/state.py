@@ -13,6 +13,39 @@ from securechat.wire import b64decode, b64encode
 # left the server's retry window.
 SEEN_IDS_PER_ROOM = 2000
 
+# Server seqs of messages reported unreadable remembered per room, so that
+# one fetched again (below a message still waiting for its key) is not
+# reported twice.
+UNREADABLE_PER_ROOM = 200
+
+# Reports of lines the server sent malformed: this many each minute, then
+# one line saying how many more there were; a server sending nothing but
+# garbage cannot bury the user in notices.
+FAULT_REPORTS_PER_MINUTE = 10
+
+
+class ReportThrottle:
+    """Says whether one more report may be shown now, and how many were held back."""
+
+    def __init__(self, per_minute: int = FAULT_REPORTS_PER_MINUTE):
+        self.per_minute = per_minute
+        self._window = float("-inf")
+        self._shown = 0
+        self.held = 0
+
+    def allow(self, now: float) -> bool:
+        if now - self._window >= 60:
+            self._window, self._shown = now, 0
+        if self._shown < self.per_minute:
+            self._shown += 1
+            return True
+        self.held += 1
+        return False
+
+    def take_held(self) -> int:
+        held, self.held = self.held, 0
+        return held
+
 
 class SharedOperations:
     """At most one run of each keyed operation at a time; everyone who asks
@@ -100,12 +133,15 @@ class LocalRoom:
     # Messages are handled one after another, so a sender whose key must be
     # fetched first does not let later messages overtake theirs.
     chain: defer.Deferred = field(default_factory=lambda: defer.succeed(None))
+    # Server seqs of messages the server sent malformed, already reported.
+    unreadable: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "last_seq": self.position(), "next_seq": self.next_seq,
                 "senders": self.senders, "seen": self.seen[-SEEN_IDS_PER_ROOM:],
                 "vouched": sorted(self.vouched), "invite_only": self.invite_only,
-                "roster_pinned": self.roster_pinned}
+                "roster_pinned": self.roster_pinned,
+                "unreadable": self.unreadable[-UNREADABLE_PER_ROOM:]}
 
     @classmethod
     def from_dict(cls, data: dict) -> "LocalRoom":
@@ -113,7 +149,8 @@ class LocalRoom:
                    senders=data["senders"], seen=data["seen"],
                    vouched=set(data.get("vouched", ())),
                    invite_only=data.get("invite_only", False),
-                   roster_pinned=data.get("roster_pinned", False))
+                   roster_pinned=data.get("roster_pinned", False),
+                   unreadable=list(data.get("unreadable", ())))
 
     def position(self) -> int:
         """The seq to resume from: nothing at or below it still needs showing."""

@@ -15,11 +15,27 @@ from dataclasses import dataclass
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from securechat.constants import MAX_BODY_BYTES, PAD_BUCKET
+from securechat.constants import PAD_BUCKET
 from securechat.crypto import transcript as ctx
 from securechat.crypto.identity import PrivateIdentity, PublicIdentity
+from securechat.wire.grammar import MAX_TOKEN_BYTES
 
-ENVELOPE_VERSION = 1
+# Version 2 carries the body as raw UTF-8 after a JSON header line, so a
+# body's size is its size: version 1 escaped it inside the JSON, where a
+# newline took two bytes and a control character six. Version 1 envelopes,
+# stored before, are still read.
+ENVELOPE_VERSION = 2
+_VERSION_1 = 1
+
+# What Fernet adds to a plaintext that is a whole number of AES blocks: a
+# version byte, a timestamp, an IV and an HMAC (57 bytes), and a block of
+# PKCS7 padding.
+_FERNET_OVERHEAD = 1 + 8 + 16 + 32 + 16
+
+# The longest header: the longest room name and the largest numbers.
+_WORST_HEADER = {"v": ENVELOPE_VERSION, "room": "#" + "x" * 32, "epoch": 2**63 - 1,
+                 "sender": "f" * 64, "seq": 2**63 - 1, "id": "f" * 32, "ts": 2**63 - 1,
+                 "n": 10**9 - 1}
 
 
 class EnvelopeError(Exception):
@@ -55,16 +71,40 @@ def _signed_fields(header: MessageHeader, sender: bytes, token: bytes):
             hashlib.sha256(token).digest())
 
 
+def _header_line(fields: dict) -> bytes:
+    return json.dumps(fields, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def largest_body(max_token_bytes: int) -> int:
+    """The most UTF-8 bytes a body may have for its token to be at most
+    C{max_token_bytes}, whatever the room, counters and clock: the largest
+    message a user may send."""
+    plain = (max_token_bytes - _FERNET_OVERHEAD) // PAD_BUCKET * PAD_BUCKET
+    return max(0, plain - len(_header_line(_WORST_HEADER)))
+
+
+# The largest message body, in UTF-8 bytes, that this client seals and this
+# server stores: what the line limit leaves for a token, less the envelope.
+MAX_MESSAGE_BYTES = largest_body(MAX_TOKEN_BYTES)
+
+
+def token_size(body_bytes: int) -> int:
+    """An upper bound on the token of a body of C{body_bytes} (for pacing)."""
+    plain = len(_header_line(_WORST_HEADER)) + body_bytes
+    return -(-plain // PAD_BUCKET) * PAD_BUCKET + _FERNET_OVERHEAD
+
+
 def seal(room_key: bytes, identity: PrivateIdentity, header: MessageHeader, body: str,
-         timestamp: int) -> tuple[bytes, bytes]:
+         timestamp: int, max_body: int | None = None) -> tuple[bytes, bytes]:
     """Encrypt and sign one message.
 
+    @param max_body: refuse a longer body (UTF-8 bytes), if given.
     @return: (token, signature); the token is the raw Fernet token bytes.
     """
     encoded_body = body.encode("utf-8")
-    if len(encoded_body) > MAX_BODY_BYTES:
-        raise ValueError(f"message body is over {MAX_BODY_BYTES} bytes")
-    fields = {
+    if max_body is not None and len(encoded_body) > max_body:
+        raise ValueError(f"message body is over {max_body} bytes")
+    head = _header_line({
         "v": ENVELOPE_VERSION,
         "room": header.room,
         "epoch": header.epoch,
@@ -72,12 +112,10 @@ def seal(room_key: bytes, identity: PrivateIdentity, header: MessageHeader, body
         "seq": header.seq,
         "id": header.message_id.hex(),
         "ts": timestamp,
-        "body": body,
-        "pad": "",
-    }
-    plain = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
-    fields["pad"] = "0" * (-len(plain) % PAD_BUCKET)
-    plain = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+        "n": len(encoded_body),
+    })
+    plain = head + encoded_body
+    plain += b"\0" * (-len(plain) % PAD_BUCKET)
     token = base64.urlsafe_b64decode(Fernet(room_key).encrypt(plain))
     signature = identity.sign(ctx.MESSAGE, *_signed_fields(header, identity.fingerprint, token))
     return token, signature
@@ -102,15 +140,33 @@ def open_sealed(room_key: bytes, sender: PublicIdentity, header: MessageHeader, 
     except InvalidToken:
         raise EnvelopeError("token does not decrypt with the epoch's key") from None
     try:
-        fields = json.loads(plain)
-        inner = (fields["v"], fields["room"], fields["epoch"], fields["sender"], fields["seq"],
-                 fields["id"], fields["ts"], fields["body"])
+        fields, body = _unpack(plain)
+        inner = (fields["room"], fields["epoch"], fields["sender"], fields["seq"], fields["id"],
+                 fields["ts"])
     except (ValueError, KeyError, TypeError):
         raise EnvelopeError("malformed envelope") from None
-    expected = (ENVELOPE_VERSION, header.room, header.epoch, sender.fingerprint.hex(),
-                header.seq, header.message_id.hex())
-    if inner[:6] != expected:
+    expected = (header.room, header.epoch, sender.fingerprint.hex(), header.seq,
+                header.message_id.hex())
+    if inner[:5] != expected:
         raise EnvelopeError("envelope does not match its signed fields")
-    if not isinstance(inner[6], int) or not isinstance(inner[7], str):
+    if not isinstance(inner[5], int) or not isinstance(body, str):
         raise EnvelopeError("malformed envelope")
-    return Envelope(header, sender.fingerprint, inner[6], inner[7])
+    return Envelope(header, sender.fingerprint, inner[5], body)
+
+
+def _unpack(plain: bytes) -> tuple[dict, str]:
+    """The header fields and the body of a decrypted envelope of either version.
+
+    @raise ValueError: for anything else (KeyError, TypeError for missing or
+        mistyped fields).
+    """
+    head, newline, rest = plain.partition(b"\n")
+    fields = json.loads(head)
+    if fields["v"] == _VERSION_1 and not newline:
+        return fields, fields["body"]
+    if fields["v"] != ENVELOPE_VERSION or not newline:
+        raise ValueError("unknown envelope version")
+    size = fields["n"]
+    if not isinstance(size, int) or not 0 <= size <= len(rest) or rest[size:].strip(b"\0"):
+        raise ValueError("body size does not match")
+    return fields, rest[:size].decode("utf-8")

@@ -18,7 +18,7 @@ def line(request_id: str, event: Event) -> bytes:
     return encode_frame(verb, request_id, *args) + b"\n"
 
 
-def room_flags(room: RoomRow, history: str) -> str:
+def room_flags(room: RoomRow, history: str, retention_days: int) -> str:
     flags = [history]
     if room.invite_only:
         flags.append("invite_only")
@@ -26,12 +26,15 @@ def room_flags(room: RoomRow, history: str) -> str:
         flags.append("password")
     if room.rekey_required:
         flags.append("rekey")
+    if retention_days:
+        flags.append(f"retention={retention_days}")
     return ",".join(flags)
 
 
-def room_state(room: RoomRow, role: str, history: str) -> Event:
+def room_state(room: RoomRow, role: str, history: str, retention_days: int) -> Event:
     return "ROOM", (room.name, role, str(room.epoch), str(room.last_seq),
-                    room_flags(room, history), str(len(room.members)), room.topic)
+                    room_flags(room, history, retention_days), str(len(room.members)),
+                    room.topic)
 
 
 def room_info(room: RoomRow) -> Event:
@@ -100,8 +103,8 @@ def role(room: RoomRow, nick: str, new_role: str, by: str) -> Event:
     return "ROLE", (room.name, nick, new_role, by)
 
 
-def settings(room: RoomRow, by: str, history: str) -> Event:
-    return "SETTINGS", (room.name, by, room_flags(room, history))
+def settings(room: RoomRow, by: str, history: str, retention_days: int) -> Event:
+    return "SETTINGS", (room.name, by, room_flags(room, history, retention_days))
 
 
 def invited(room: RoomRow, by: str) -> Event:

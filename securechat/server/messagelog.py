@@ -13,7 +13,7 @@ that was idle for C{interval} commits a new message at once.
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from securechat.server.store import MessageRow
+from securechat.server.store import MessageRow, StorageFull
 
 log = Logger()
 
@@ -65,8 +65,12 @@ class MessageLog:
                 done.callback(result)
 
     def _failed(self, failure, batch) -> None:
-        log.failure("storing {count} messages failed; none was acknowledged", failure,
-                    count=len(batch))
+        if failure.check(StorageFull):
+            log.warn("storing {count} messages failed, the disk is full; none was "
+                     "acknowledged", count=len(batch))
+        else:
+            log.failure("storing {count} messages failed; none was acknowledged", failure,
+                        count=len(batch))
         self._after_commit()
         with self._output.held():
             for _, done in batch:

@@ -31,13 +31,16 @@ class OperatorChanges:
         self._poll.clock = clock
         self._version = None
         self._checking = False
+        self._stopped = defer.succeed(None)
 
     def start(self) -> None:
-        self._poll.start(OPERATOR_POLL_SECONDS, now=True)
+        self._stopped = self._poll.start(OPERATOR_POLL_SECONDS, now=True)
 
-    def stop(self) -> None:
+    def stop(self) -> defer.Deferred:
+        """Stop polling; fire once a check under way is over (the store may close then)."""
         if self._poll.running:
             self._poll.stop()
+        return self._stopped
 
     @defer.inlineCallbacks
     def check(self):

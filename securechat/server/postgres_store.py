@@ -19,8 +19,10 @@ from zope.interface import implementer
 
 from securechat.constants import DATABASE_CONNECT_TIMEOUT_SECONDS
 from securechat.server.sqlstore import (
+    LAST_SEQ,
     SQLStore,
     append_message,
+    mark_joined,
     schema_version,
     select_users,
     versions_to_apply,
@@ -35,6 +37,7 @@ from securechat.server.store import (
     RegistrationTokenInvalid,
     RoomRow,
     Snapshot,
+    StorageFull,
     UserRow,
     WrapRequestRow,
 )
@@ -147,6 +150,21 @@ MIGRATIONS = {
     2: """
     ALTER TABLE registration_tokens ADD COLUMN resets BIGINT REFERENCES users(id);
     """,
+    3: """
+    ALTER TABLE rooms ADD COLUMN retention_days INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rooms ADD COLUMN purged_through BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE storage_usage (
+        user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        day INTEGER NOT NULL,
+        bytes BIGINT NOT NULL,
+        PRIMARY KEY (user_id, day)
+    );
+    ALTER TABLE users ADD COLUMN joined_any BOOLEAN NOT NULL DEFAULT FALSE;
+    UPDATE users SET joined_any = TRUE WHERE id IN (SELECT user_id FROM members)
+        OR id IN (SELECT user_id FROM wraps) OR id IN (SELECT rotator_id FROM epochs)
+        OR EXISTS (SELECT 1 FROM rooms, messages WHERE messages.room_id = rooms.id
+                   AND messages.sender_id = users.id);
+    """,
 }
 
 
@@ -213,6 +231,8 @@ class PostgresStore(SQLStore):
             except psycopg2.extensions.TransactionRollbackError:
                 if attempt == TRANSACTION_ATTEMPTS:
                     raise
+            except psycopg2.errors.DiskFull as error:
+                raise StorageFull(str(error).strip()) from error
 
     def close(self):
         # Closing twice is harmless, as with SQLite; adbapi's pool refuses it.
@@ -313,7 +333,7 @@ def _load(txn) -> Snapshot:
     txn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
     users = select_users(txn)
     txn.execute(_ROOM_SELECT)
-    rooms = {r[0]: RoomRow(*r[:7], last_seq=r[7]) for r in txn.fetchall()}
+    rooms = {r[0]: _room_row(r) for r in txn.fetchall()}
     _fill_rooms(txn, rooms)
     txn.execute(_REQUESTS)
     requests = [WrapRequestRow(*r) for r in txn.fetchall()]
@@ -322,9 +342,12 @@ def _load(txn) -> Snapshot:
 
 _ROOM_SELECT = (
     "SELECT id, name, topic, invite_only, password_hash, rekey_required, created,"
-    " COALESCE((SELECT MAX(server_seq) FROM messages WHERE room_id = rooms.id), 0)"
-    " FROM rooms"
+    f" retention_days, {LAST_SEQ} FROM rooms"
 )
+
+
+def _room_row(r) -> RoomRow:
+    return RoomRow(*r[:7], retention_days=r[7], last_seq=r[8])
 
 _CURRENT_EPOCHS = (
     "SELECT room_id, epoch, created, record, (SELECT COUNT(*) FROM messages"
@@ -373,7 +396,7 @@ def _load_room(txn, room_id: int) -> tuple[RoomRow | None, list[WrapRequestRow]]
     found = txn.fetchone()
     if found is None:
         return None, []
-    rooms = {room_id: RoomRow(*found[:7], last_seq=found[7])}
+    rooms = {room_id: _room_row(found)}
     _fill_rooms(txn, rooms, "room_id = %s", (room_id,))
     txn.execute(f"{_REQUESTS} WHERE room_id = %s", (room_id,))
     return rooms[room_id], [WrapRequestRow(*r) for r in txn.fetchall()]
@@ -436,6 +459,7 @@ def _create_room(txn, name: str, owner_id: int, now: float) -> int:
         "INSERT INTO members (room_id, user_id, role, joined) VALUES (%s, %s, 'owner', %s)",
         (room_id, owner_id, now),
     )
+    mark_joined(txn, owner_id, "%s")
     return room_id
 
 

@@ -20,13 +20,17 @@ from securechat.constants import (
     PROTOCOL_NAME,
     PROTOCOL_VERSION,
 )
+from securechat.crypto.envelope import MAX_MESSAGE_BYTES
 from securechat.crypto.identity import verify_login
 from securechat.lineprotocol import LineProtocol, tls_exporter
 from securechat.names import fold
 from securechat.ratelimit import TokenBucket
-from securechat.server.limits import AddressCounter, ConnectionLimits
+from securechat.server.limits import AddressCounter, AddressRate, ConnectionLimits
 from securechat.server.metrics import ServerMetrics
+from securechat.server.store import StorageFull
 from securechat.wire import CLIENT_VERBS, NO_REQUEST_ID, Code, WireError, b64encode, parse_line
+from securechat.wire.grammar import MAX_SYNC_ROOMS
+from securechat.wire.limits import AnnouncedLimits
 
 GREETING_TEXT = "securechat ready; the protocol is described in docs/protocol.md"
 
@@ -41,7 +45,10 @@ _MAX_SEQ = 2**63 - 1
 def parse_positions(text: str | None) -> dict[str, int]:
     """SYNC's ``#room=seq #room=seq`` list, by folded room name."""
     positions = {}
-    for item in (text or "").split():
+    items = (text or "").split()
+    if len(items) > MAX_SYNC_ROOMS:
+        raise WireError(Code.BAD_ARGUMENTS, f"SYNC takes at most {MAX_SYNC_ROOMS} rooms")
+    for item in items:
         room, _, seq = item.partition("=")
         if not room.startswith("#") or not _SEQ.match(seq) or int(seq) > _MAX_SEQ:
             raise WireError(Code.BAD_ARGUMENTS, "SYNC takes '#room=seq' items separated by spaces")
@@ -160,7 +167,7 @@ class ServerProtocol(LineProtocol):
         self.service.output.release(self)
         super().close_connection()
 
-    def sendLine(self, line: bytes) -> None:  # noqa: N802
+    def send_line(self, line: bytes) -> None:
         self.deliver(line + self.delimiter)
 
     def pauseProducing(self) -> None:  # noqa: N802
@@ -226,13 +233,25 @@ class ServerProtocol(LineProtocol):
                       nick=f" ({self.user.nick})" if self.user else "", code=str(error.code))
         super().send_error(error)
 
+    def handling_failed(self, request_id: str, failure) -> None:
+        """A full disk is the one failure of ours a client is told about by name:
+        nothing was stored, and the same request works again once there is room."""
+        if failure is not None and failure.check(StorageFull):
+            self.log.warn("refusing a write: the database's disk is full ({error})",
+                          error=failure.getErrorMessage())
+            self.send_error(WireError(Code.STORAGE_FULL, "the server's disk is full; nothing "
+                                      "was stored; try again later", request_id))
+            return
+        super().handling_failed(request_id, failure)
+
     def lineReceived(self, line: bytes) -> None:  # noqa: N802
-        if not self.bucket.take(self.clock.seconds()):
+        now = self.clock.seconds()
+        if not self.bucket.take(now):
             self.strikes += 1
             self.send_error(WireError(
                 Code.RATE_LIMITED,
                 f"over {self.limits.rate_per_second:g} lines per second; slow down",
-                _request_id_of(line),
+                _request_id_of(line), retry_after=self.bucket.delay(now),
             ))
             if self.strikes > self.limits.strikes:
                 self.log.info("closing {peer.host}:{peer.port}: flooding", peer=self.peer)
@@ -289,8 +308,15 @@ class ServerProtocol(LineProtocol):
             self._login_call.cancel()
         self.log.info("{peer.host}:{peer.port} logged in as {nick}", peer=self.peer,
                       nick=user.nick)
-        # The flood limits are announced so that a client can pace itself.
-        self.reply(request_id, [("OK", (user.nick, f"{self.limits.rate_per_second:g}",
+        # The limits are announced so that a client keeps to them: it paces
+        # itself and refuses a message too long before sending anything.
+        storage = self.service.settings.storage
+        announced = AnnouncedLimits(self.limits.rate_per_second, self.limits.rate_burst,
+                                    MAX_LINE_AUTHENTICATED, MAX_MESSAGE_BYTES,
+                                    storage.bytes_per_second, storage.burst_bytes,
+                                    storage.bytes_per_day)
+        self.reply(request_id, [("LIMITS", (announced.encode(),)),
+                                ("OK", (user.nick, f"{self.limits.rate_per_second:g}",
                                         str(self.limits.rate_burst)))])
         self.service.attach(user, self)
 
@@ -303,9 +329,20 @@ class ServerProtocol(LineProtocol):
             self.logging_in = False
             return failure
 
+        def registered(user):
+            # Only open registrations count: a token is the operator's own say-so.
+            if not token:
+                self.factory.registrations.spend(self.host or "unknown", self.clock.seconds())
+            self._logged_in(request_id, user)
+
+        wait = self.factory.registrations.wait(self.host or "unknown", self.clock.seconds())
+        if wait > 0:
+            raise WireError(Code.RATE_LIMITED,
+                            f"your address created {self.limits.registrations_per_hour} "
+                            f"accounts within the hour; try again later", retry_after=wait)
         self.logging_in = True
         d = self.service.register(nick, sign_key, enc_key, enc_signature, verify, token)
-        return d.addCallbacks(partial(self._logged_in, request_id), failed)
+        return d.addCallbacks(registered, failed)
 
     def handle_login(self, request_id, nick, login_signature):
         user = self.service.accounts.check_login(
@@ -343,11 +380,11 @@ class ServerProtocol(LineProtocol):
     def handle_set(self, request_id, room, setting, value):
         return self._answer(request_id, self.service.configure(self.user, room, setting, value))
 
-    def handle_list(self, request_id):
-        return self._answer(request_id, self.service.list_rooms(self.user))
+    def handle_list(self, request_id, after):
+        return self._answer(request_id, self.service.list_rooms(self.user, after))
 
-    def handle_who(self, request_id, room):
-        return self._answer(request_id, self.service.who(self.user, room))
+    def handle_who(self, request_id, room, after):
+        return self._answer(request_id, self.service.who(self.user, room, after))
 
     def handle_userkeys(self, request_id, nick):
         return self._answer(request_id, self.service.user_keys(nick))
@@ -409,6 +446,7 @@ class ServerFactory(Factory):
         self.limits = limits
         self.metrics = metrics or ServerMetrics()
         self.addresses = AddressCounter(limits.per_ip)
+        self.registrations = AddressRate(limits.registrations_per_hour, 3600)
         self.proxied = proxied
 
     def buildProtocol(self, addr):  # noqa: N802

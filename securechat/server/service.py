@@ -16,11 +16,13 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from securechat.constants import (
+    LIST_PAGE,
     MAX_HISTORY_PAGE,
     MAX_REASON_LENGTH,
     ROTATE_AFTER_MESSAGES,
     ROTATE_AFTER_SECONDS,
     SYNC_PAGE,
+    WHO_PAGE,
     WRAP_BYTES,
 )
 from securechat.crypto.identity import verify_invite
@@ -28,6 +30,8 @@ from securechat.crypto.roomkeys import FIRST_EPOCH, GENESIS_HASH, EpochRecord, R
 from securechat.server import events
 from securechat.server.accounts import AccountRegistry, public_identity
 from securechat.server.fanout import LocalFanOut, OutputBatch
+from securechat.server.housekeeping import Housekeeping
+from securechat.server.limits import StorageBudget, StorageLimits
 from securechat.server.messagelog import MessageLog
 from securechat.server.metrics import ServerMetrics
 from securechat.server.operator import OperatorChanges, drop_connections
@@ -66,6 +70,32 @@ class ServiceSettings:
     # The least time between group commits under load (see MessageLog); none
     # by default, so that tools and tests see each commit at once.
     commit_interval: float = 0.0
+    storage: StorageLimits = StorageLimits()
+    # Days messages are kept; 0 for ever. A room may ask for less.
+    retention_days: int = 0
+
+
+# The longest retention a room's owner may ask for (ten years; 0 means the
+# server's setting): enough for any team, and the number stays small.
+MAX_RETENTION_DAYS = 3650
+
+
+def _page(items: list, key, after: str | None, size: int) -> tuple[list, tuple[str, ...]]:
+    """The items (sorted by C{key}) after C{after}, at most C{size}, and the key to
+    ask on from if more follow."""
+    if after is not None:
+        items = [item for item in items if key(item) > fold(after)]
+    page = items[:size]
+    return page, (key(page[-1]),) if len(items) > size else ()
+
+
+def retention_value(value: str | None) -> int:
+    """SET retention's argument: days, 0 (or nothing) for the server's setting."""
+    text = (value or "0").strip()
+    if not text.isdigit() or int(text) > MAX_RETENTION_DAYS:
+        raise WireError(Code.BAD_ARGUMENTS, f"retention takes a number of days, 0 to "
+                                            f"{MAX_RETENTION_DAYS} (0: the server's setting)")
+    return int(text)
 
 
 class ChatService(service.Service):
@@ -82,6 +112,8 @@ class ChatService(service.Service):
         self.output = OutputBatch(clock)
         self.messages = MessageLog(store, clock, self.metrics, self.output,
                                    settings.commit_interval)
+        self.budget = StorageBudget(settings.storage)
+        self.housekeeping = Housekeeping(self, clock)
         self.ready = defer.Deferred()
         self.accounts: AccountRegistry | None = None
         self.rooms: RoomRegistry | None = None
@@ -108,8 +140,12 @@ class ChatService(service.Service):
             self._history[room.id] = history_of(room.epoch_record)
         log.info("loaded {users} accounts and {rooms} rooms", users=len(self.accounts),
                  rooms=len(self.rooms))
+        if self.settings.registration == "open":
+            log.warn("registration is open: anyone who can reach this daemon can create "
+                     "accounts (accounts.registration = \"token\" gives them out by token)")
         self.operator = OperatorChanges(self.store, self.accounts, self.fanout, self.clock)
         self.operator.start()
+        self.housekeeping.start()
         return self.fanout.start(self.replica).addCallback(lambda _: self.ready.callback(self))
 
     def _load_failed(self, failure) -> None:
@@ -125,9 +161,11 @@ class ChatService(service.Service):
     @defer.inlineCallbacks
     def stopService(self):  # noqa: N802
         if self.operator is not None:
-            self.operator.stop()
+            yield self.operator.stop()
         yield self.fanout.stop()
         yield self.messages.drain()
+        if self.ready.called:
+            yield self.housekeeping.stop()
         yield self.store.close()
         yield super().stopService()
 
@@ -240,8 +278,15 @@ class ChatService(service.Service):
     def history_policy(self, room: RoomRow) -> str:
         return self._history.get(room.id, "joined")
 
+    def retention_days(self, room: RoomRow) -> int:
+        """Days the room's messages are kept (0: for ever): the server's setting,
+        or less if the room's owner asked for less."""
+        days = [d for d in (self.settings.retention_days, room.retention_days) if d]
+        return min(days, default=0)
+
     def _room_state(self, room: RoomRow, user: UserRow) -> events.Event:
-        return events.room_state(room, room.members[user.id], self.history_policy(room))
+        return events.room_state(room, room.members[user.id], self.history_policy(room),
+                                 self.retention_days(room))
 
     def _rekey_due(self, room: RoomRow) -> bool:
         return (
@@ -411,10 +456,16 @@ class ChatService(service.Service):
             digest = (yield self._run_blocking(hash_room_password, value)) if value else None
             yield self.store.update_room(room.id, password_hash=digest)
             room.password_hash = digest
+        elif setting == "retention":
+            days = retention_value(value)
+            yield self.store.update_room(room.id, retention_days=days)
+            room.retention_days = days
         else:
-            raise WireError(Code.BAD_ARGUMENTS, "settings are invite_only and password")
+            raise WireError(Code.BAD_ARGUMENTS, "settings are invite_only, password and "
+                                                "retention")
         self.fanout.room_changed(room.id)
-        self._publish(room, events.settings(room, actor.nick, self.history_policy(room)))
+        self._publish(room, events.settings(room, actor.nick, self.history_policy(room),
+                                            self.retention_days(room)))
         return [ok()]
 
     @defer.inlineCallbacks
@@ -443,27 +494,34 @@ class ChatService(service.Service):
         log.info("{nick} deleted {room}", nick=actor.nick, room=room.name)
         return [ok()]
 
-    def list_rooms(self, user: UserRow):
+    def list_rooms(self, user: UserRow, after: str | None = None):
+        """Open rooms and the user's own, a page at a time in name order: OK says
+        how many, and the last name when more follow (LIST again after it)."""
         rooms = {r.id: r for r in self.rooms.public_rooms()}
         rooms.update((r.id, r) for r in self.rooms.rooms_of(user.id))
-        listed = sorted(rooms.values(), key=lambda r: fold(r.name))
-        return [*(events.room_info(r) for r in listed), ok(str(len(listed)))]
+        listed, more = _page(sorted(rooms.values(), key=lambda r: fold(r.name)),
+                             lambda r: fold(r.name), after, LIST_PAGE)
+        return [*(events.room_info(r) for r in listed), ok(str(len(listed)), *more)]
 
     @defer.inlineCallbacks
-    def who(self, user: UserRow, name: str):
+    def who(self, user: UserRow, name: str, after: str | None = None):
+        """A room's members with their keys, a page at a time in nick order."""
         # A client asks just before it wraps a new key: with several daemons,
         # the member list must include whoever joined through another one.
         yield self.replica.fresh(self.rooms.require(name).id)
         room = self.rooms.require(name)
         if room.invite_only and user.id not in room.members:
             raise WireError(Code.NOT_MEMBER, f"{room.name} is invite-only")
+        members = [(self.accounts.by_id(m), role) for m, role in room.members.items()]
+        page, more = _page(sorted(members, key=lambda m: fold(m[0].nick)),
+                           lambda m: fold(m[0].nick), after, WHO_PAGE)
         lines = []
-        for member_id, role in room.members.items():
-            member = self.accounts.by_id(member_id)
-            invite = room.invites.get(member_id)
+        for member, role in page:
+            invite = room.invites.get(member.id)
             evidence = (self.nick(invite[0]), invite[1]) if invite else None
-            lines.append(events.member(room, member, role, self.fanout.online(member_id), evidence))
-        return [*lines, ok(str(len(lines)))]
+            lines.append(events.member(room, member, role, self.fanout.online(member.id),
+                                       evidence))
+        return [*lines, ok(str(len(lines)), *more)]
 
     def user_keys(self, nick: str):
         return [events.user(self.accounts.require(nick)), ok()]
@@ -491,6 +549,7 @@ class ChatService(service.Service):
             raise WireError(Code.REKEY_REQUIRED, f"{room.name} needs a new key before sending")
         if epoch != room.epoch:
             raise WireError(Code.STALE_EPOCH, f"{room.name} is at epoch {room.epoch}")
+        self.budget.charge(user.id, len(token) + len(signature), self.now())
         row = MessageRow(room.id, user.id, epoch, seq, message_id, token, signature, self.now())
         remembered = self.replica.sending(row, connection)
         d = self.messages.append(row)
@@ -499,12 +558,15 @@ class ChatService(service.Service):
         return d
 
     def _not_stored(self, failure, row: MessageRow, remembered: bool):
+        self.budget.refund(row.sender_id, len(row.token) + len(row.signature), self.now())
         if remembered:
             self.replica.not_stored(row)
         return failure
 
     def _stored(self, result, room: RoomRow, row: MessageRow, user: UserRow, acknowledge,
                 remembered: bool) -> None:
+        if result.outcome != "stored":
+            self.budget.refund(user.id, len(row.token) + len(row.signature), self.now())
         if result.outcome != "stored" and remembered:
             self.replica.not_stored(row)
         if result.outcome == "duplicate":

@@ -20,8 +20,10 @@ from securechat.constants import PRIVATE_FILE_MODE
 from securechat.server.sqlite_writer import GroupCommitWriter, open_writer
 from securechat.server.sqlstore import (
     SCHEMA_VERSION,
+    LAST_SEQ,
     SQLStore,
     append_message,
+    mark_joined,
     schema_version,
     select_users,
     versions_to_apply,
@@ -36,6 +38,7 @@ from securechat.server.store import (
     RegistrationTokenInvalid,
     RoomRow,
     Snapshot,
+    StorageFull,
     UserRow,
     WrapRequestRow,
 )
@@ -138,6 +141,25 @@ MIGRATIONS = {
     2: """
     ALTER TABLE registration_tokens ADD COLUMN resets INTEGER REFERENCES users(id);
     """,
+    # Bounded storage: retention per room (and where its expired messages
+    # ended), each user's stored bytes per day, and whether an account was
+    # ever in a room (an account that never was may be pruned). Accounts from
+    # before count as having joined if anything of theirs says so.
+    3: """
+    ALTER TABLE rooms ADD COLUMN retention_days INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rooms ADD COLUMN purged_through INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE storage_usage (
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        day INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        PRIMARY KEY (user_id, day)
+    );
+    ALTER TABLE users ADD COLUMN joined_any INTEGER NOT NULL DEFAULT 0;
+    UPDATE users SET joined_any = 1 WHERE id IN (SELECT user_id FROM members)
+        OR id IN (SELECT user_id FROM wraps) OR id IN (SELECT rotator_id FROM epochs)
+        OR EXISTS (SELECT 1 FROM rooms, messages WHERE messages.room_id = rooms.id
+                   AND messages.sender_id = users.id);
+    """,
 }
 
 
@@ -210,6 +232,15 @@ def open_connections(path: str, reactor=None) -> tuple[GroupCommitWriter,
     return writer, reader
 
 
+def _disk_full(failure):
+    """SQLite's "database or disk is full" as the store interface says it."""
+    error = failure.value
+    if isinstance(error, sqlite3.OperationalError) and \
+            getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        raise StorageFull(str(error)) from error
+    return failure
+
+
 def _one_snapshot(txn, interaction, *args):
     """Run a read in one transaction, so that all its statements see the same
     commit: a load reads rooms, then members, then epochs, and a commit
@@ -231,7 +262,7 @@ class SQLiteStore(SQLStore):
         self._reader = reader or runner
 
     def _run(self, interaction, *args, **kwargs):
-        return self._runner.runInteraction(interaction, *args, **kwargs)
+        return self._runner.runInteraction(interaction, *args, **kwargs).addErrback(_disk_full)
 
     def _read(self, interaction, *args):
         if self._reader is self._runner:
@@ -317,15 +348,21 @@ def _load_epoch(txn, room: RoomRow, epoch: int) -> None:
     room.holders = {r[0] for r in txn.fetchall()}
 
 
+_ROOM_SELECT = (
+    "SELECT id, name, topic, invite_only, password_hash, rekey_required, created,"
+    f" retention_days, {LAST_SEQ} FROM rooms"
+)
+
+
+def _room_row(r) -> RoomRow:
+    return RoomRow(r[0], r[1], r[2], bool(r[3]), r[4], bool(r[5]), r[6], retention_days=r[7],
+                   last_seq=r[8])
+
+
 def _load(txn) -> Snapshot:
     users = select_users(txn)
-    txn.execute(
-        "SELECT id, name, topic, invite_only, password_hash, rekey_required, created FROM rooms"
-    )
-    rooms = {
-        r[0]: RoomRow(r[0], r[1], r[2], bool(r[3]), r[4], bool(r[5]), r[6])
-        for r in txn.fetchall()
-    }
+    txn.execute(_ROOM_SELECT)
+    rooms = {r[0]: _room_row(r) for r in txn.fetchall()}
     txn.execute("SELECT room_id, user_id, role FROM members")
     for room_id, user_id, role in txn.fetchall():
         rooms[room_id].members[user_id] = role
@@ -338,9 +375,6 @@ def _load(txn) -> Snapshot:
     txn.execute("SELECT room_id, MAX(epoch) FROM epochs GROUP BY room_id")
     for room_id, epoch in txn.fetchall():
         _load_epoch(txn, rooms[room_id], epoch)
-    txn.execute("SELECT room_id, MAX(server_seq) FROM messages GROUP BY room_id")
-    for room_id, last_seq in txn.fetchall():
-        rooms[room_id].last_seq = last_seq
     txn.execute(
         "SELECT room_id, user_id, epoch, created, withheld_by, withheld_code, withheld_text"
         " FROM wrap_requests"
@@ -352,15 +386,11 @@ def _load(txn) -> Snapshot:
 
 
 def _load_room(txn, room_id: int) -> tuple[RoomRow | None, list[WrapRequestRow]]:
-    txn.execute(
-        "SELECT id, name, topic, invite_only, password_hash, rekey_required, created FROM rooms"
-        " WHERE id = ?", (room_id,)
-    )
+    txn.execute(f"{_ROOM_SELECT} WHERE id = ?", (room_id,))
     found = txn.fetchone()
     if found is None:
         return None, []
-    room = RoomRow(found[0], found[1], found[2], bool(found[3]), found[4], bool(found[5]),
-                   found[6])
+    room = _room_row(found)
     txn.execute("SELECT user_id, role FROM members WHERE room_id = ?", (room_id,))
     room.members = dict(txn.fetchall())
     txn.execute("SELECT user_id FROM bans WHERE room_id = ?", (room_id,))
@@ -372,8 +402,6 @@ def _load_room(txn, room_id: int) -> tuple[RoomRow | None, list[WrapRequestRow]]
     epoch = txn.fetchone()[0]
     if epoch is not None:
         _load_epoch(txn, room, epoch)
-    txn.execute("SELECT MAX(server_seq) FROM messages WHERE room_id = ?", (room_id,))
-    room.last_seq = txn.fetchone()[0] or 0
     txn.execute(
         "SELECT room_id, user_id, epoch, created, withheld_by, withheld_code, withheld_text"
         " FROM wrap_requests WHERE room_id = ?", (room_id,)
@@ -434,6 +462,7 @@ def _create_room(txn, name: str, owner_id: int, now: float) -> int:
         "INSERT INTO members (room_id, user_id, role, joined) VALUES (?, ?, 'owner', ?)",
         (room_id, owner_id, now),
     )
+    mark_joined(txn, owner_id)
     return room_id
 
 

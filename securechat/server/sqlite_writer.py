@@ -129,8 +129,12 @@ class GroupCommitWriter:
         return True
 
     def _commit_failed(self, failure, outcomes) -> None:
-        log.failure("a commit of {count} writes failed; none of them was kept", failure,
-                    count=len(outcomes))
+        if getattr(failure.value, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            log.warn("a commit of {count} writes failed, the disk is full; none of them was "
+                     "kept", count=len(outcomes))
+        else:
+            log.failure("a commit of {count} writes failed; none of them was kept", failure,
+                        count=len(outcomes))
         self._fail_group([done for done, _ in outcomes], failure)
 
     def _fail_group(self, dones, failure) -> None:

@@ -22,9 +22,9 @@ from securechat.server.store import (
     WrapRow,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-ROOM_COLUMNS = {"topic", "invite_only", "password_hash", "rekey_required"}
+ROOM_COLUMNS = {"topic", "invite_only", "password_hash", "rekey_required", "retention_days"}
 
 MESSAGE_COLUMNS = (
     "room_id, sender_id, epoch, seq, message_id, token, signature, received, server_seq"
@@ -60,6 +60,13 @@ def versions_to_apply(version: int) -> range:
     return range(version + 1, SCHEMA_VERSION + 1)
 
 
+def mark_joined(txn, user_id: int, placeholder: str = "?") -> None:
+    """Remember that the user has been in a room: such an account is never
+    pruned as one that was created and left unused."""
+    txn.execute(respell("UPDATE users SET joined_any = ? WHERE id = ? AND joined_any = ?",
+                        placeholder), (True, user_id, False))
+
+
 def select_users(txn) -> list[UserRow]:
     txn.execute(
         "SELECT id, nick, sign_key, enc_key, enc_signature, fingerprint, banned FROM users"
@@ -78,21 +85,27 @@ def respell(statement: str, placeholder: str) -> str:
 # it takes the room's next server_seq and stores the row, or does nothing
 # when the sender's seq is taken. The caller makes sure nobody else appends
 # to the room meanwhile (SQLite has one writer; PostgreSQL locks the room).
+# A room whose every message expired continues after the last one deleted
+# (rooms.purged_through), so that no server_seq is ever handed out twice.
 APPEND_MESSAGE = (
     "INSERT INTO messages (room_id, server_seq, sender_id, epoch, seq, message_id, token,"
     " signature, received)"
-    " SELECT ?, COALESCE(MAX(server_seq), 0) + 1, ?, ?, ?, ?, ?, ?, ? FROM messages"
-    " WHERE room_id = ?"
+    " SELECT ?, COALESCE(MAX(server_seq), (SELECT purged_through FROM rooms WHERE id = ?)) + 1,"
+    " ?, ?, ?, ?, ?, ?, ? FROM messages WHERE room_id = ?"
     " ON CONFLICT (room_id, sender_id, seq) DO NOTHING RETURNING server_seq"
 )
+
+# The newest message of a room, or where its expired ones ended.
+LAST_SEQ = ("COALESCE((SELECT MAX(server_seq) FROM messages WHERE room_id = rooms.id),"
+            " rooms.purged_through)")
 
 
 def append_message(txn, row: MessageRow, placeholder: str = "?") -> AppendResult:
     """Run APPEND_MESSAGE for C{row}: stored, or, when its seq was taken, the
     same message stored before (a retry) or another one (a client bug)."""
     txn.execute(respell(APPEND_MESSAGE, placeholder),
-                (row.room_id, row.sender_id, row.epoch, row.seq, row.message_id, row.token,
-                 row.signature, row.received, row.room_id))
+                (row.room_id, row.room_id, row.sender_id, row.epoch, row.seq, row.message_id,
+                 row.token, row.signature, row.received, row.room_id))
     stored = txn.fetchone()
     if stored is not None:
         return AppendResult("stored", stored[0])
@@ -169,9 +182,14 @@ class SQLStore:
         return self._read(interaction)
 
     def add_member(self, room_id: int, user_id: int, role: str, now: float):
-        return self._execute(
-            "INSERT INTO members (room_id, user_id, role, joined) VALUES (?, ?, ?, ?)",
-            (room_id, user_id, role, now))
+        insert = self._sql(
+            "INSERT INTO members (room_id, user_id, role, joined) VALUES (?, ?, ?, ?)")
+
+        def interaction(txn):
+            txn.execute(insert, (room_id, user_id, role, now))
+            mark_joined(txn, user_id, self.placeholder)
+
+        return self._run(interaction)
 
     def unban(self, room_id: int, user_id: int):
         return self._execute("DELETE FROM bans WHERE room_id = ? AND user_id = ?",
@@ -222,6 +240,52 @@ class SQLStore:
         yield self._run(interaction)
 
     # -- messages ------------------------------------------------------------
+
+    def purge_messages(self, room_id: int, before: float, limit: int):
+        """Delete the room's oldest messages received before C{before}, at most
+        C{limit} of them, in one transaction; fire with how many went. Oldest
+        first by server_seq: the walk stops at the first one still kept, so a
+        room with nothing to expire costs one row read."""
+        oldest = self._sql("SELECT server_seq, received FROM messages WHERE room_id = ?"
+                           " ORDER BY server_seq LIMIT ?")
+        delete = self._sql("DELETE FROM messages WHERE room_id = ? AND server_seq <= ?")
+        mark = self._sql("UPDATE rooms SET purged_through = ? WHERE id = ? AND"
+                         " purged_through < ?")
+
+        def interaction(txn):
+            txn.execute(oldest, (room_id, limit))
+            expired = 0
+            last = None
+            for server_seq, received in txn.fetchall():
+                if received >= before:
+                    break
+                expired, last = expired + 1, server_seq
+            if last is not None:
+                txn.execute(delete, (room_id, last))
+                txn.execute(mark, (last, room_id, last))
+            return expired
+
+        return self._run(interaction)
+
+    # -- storage budget ------------------------------------------------------
+
+    def add_usage(self, day: int, usage: dict[int, int]):
+        upsert = self._sql(
+            "INSERT INTO storage_usage (user_id, day, bytes) VALUES (?, ?, ?)"
+            " ON CONFLICT (user_id, day) DO UPDATE SET bytes = storage_usage.bytes"
+            " + excluded.bytes")
+        forget = self._sql("DELETE FROM storage_usage WHERE day < ?")
+
+        def interaction(txn):
+            for user_id, size in sorted(usage.items()):
+                txn.execute(upsert, (user_id, day, size))
+            txn.execute(forget, (day - 1,))
+
+        return self._run(interaction)
+
+    def usage(self, day: int):
+        return self._select("SELECT user_id, bytes FROM storage_usage WHERE day = ?", (day,),
+                            lambda user_id, size: (user_id, size)).addCallback(dict)
 
     def history(self, room_id: int, before: int | None, after: int | None, limit: int):
         if after is not None:

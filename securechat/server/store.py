@@ -23,6 +23,12 @@ class RegistrationTokenInvalid(Exception):
     """The registration token is unknown or already used."""
 
 
+class StorageFull(Exception):
+    """The database's disk (or its configured size) is full: the write was
+    refused and nothing of it kept. Reads still work, and writes work again
+    as soon as there is room."""
+
+
 @dataclass
 class UserRow:
     id: int
@@ -52,6 +58,8 @@ class RoomRow:
     epoch_messages: int = 0
     holders: set[int] = field(default_factory=set)
     last_seq: int = 0
+    # Days its messages are kept, as its owner asked; 0: the server's setting.
+    retention_days: int = 0
 
 
 @dataclass
@@ -177,7 +185,7 @@ class IStore(Interface):
         """Change a member's role."""
 
     def update_room(room_id, **columns):
-        """Set topic, invite_only, password_hash or rekey_required."""
+        """Set topic, invite_only, password_hash, rekey_required or retention_days."""
 
     def add_invite(room_id, user_id, inviter_id, signature, now):
         """Record a signed invite."""
@@ -188,6 +196,18 @@ class IStore(Interface):
     def append_messages(rows):
         """Store a batch of L{MessageRow}s in one transaction, assigning each
         room's next server_seq; fire with an L{AppendResult} per row."""
+
+    def purge_messages(room_id, before, limit):
+        """Delete up to C{limit} of the room's oldest messages received before
+        C{before} (a time), in one transaction; fire with how many. The room's
+        server_seq goes on from where they ended."""
+
+    def add_usage(day, usage):
+        """Add C{usage} ({user_id: bytes} stored on UTC day C{day}) to the day's
+        totals, and forget days before the previous one."""
+
+    def usage(day):
+        """Fire with {user_id: bytes} stored on UTC day C{day}, by every daemon."""
 
     def history(room_id, before, after, limit):
         """Fire with up to C{limit} L{MessageRow}s with server_seq < before

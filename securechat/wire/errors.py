@@ -56,6 +56,8 @@ class Code(enum.StrEnum):
     SEQ_REUSED = "SEQ_REUSED"
     BAD_EPOCH_RECORD = "BAD_EPOCH_RECORD"
     NO_SUCH_REQUEST = "NO_SUCH_REQUEST"
+    # storage
+    STORAGE_FULL = "STORAGE_FULL"
 
 
 # The request id used when a line is too broken to carry one.
@@ -67,14 +69,19 @@ class WireError(Exception):
 
     Raised anywhere below a protocol's dispatcher; the dispatcher alone turns
     it into a reply, so handlers never format error lines themselves.
+
+    @ivar retry_after: seconds after which the same request may succeed (a
+        rate limit's wait), or None; sent as a ``RETRY`` line first.
     """
 
-    def __init__(self, code: Code, text: str, request_id: str = NO_REQUEST_ID):
+    def __init__(self, code: Code, text: str, request_id: str = NO_REQUEST_ID,
+                 retry_after: float | None = None):
         super().__init__(f"{code}: {text}")
         self.code = code
         self.text = text
         self.request_id = request_id
+        self.retry_after = retry_after
 
     def with_request_id(self, request_id: str) -> "WireError":
         """The same error, answered under C{request_id}."""
-        return WireError(self.code, self.text, request_id)
+        return WireError(self.code, self.text, request_id, self.retry_after)

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from securechat.constants import (
     AUTH_NONCE_BYTES,
     MAX_EPOCH_RECORD_BYTES,
+    MAX_LINE_AUTHENTICATED,
     MAX_PING_PAYLOAD,
     MAX_REASON_LENGTH,
+    MAX_REQUEST_ID_LENGTH,
     MAX_ROOM_PASSWORD_LENGTH,
-    MAX_TOKEN_BYTES,
     MAX_TOPIC_LENGTH,
     MESSAGE_ID_BYTES,
     RSA_BITS,
@@ -24,8 +25,13 @@ from securechat.constants import (
 from securechat.wire.codec import Frame, b64decode
 from securechat.wire.errors import Code, WireError
 
-_MAX_INT = 2**63 - 1
+# The largest integer any field carries (a signed 64-bit column), and its width.
+MAX_INT = 2**63 - 1
+_INT_DIGITS = len(str(MAX_INT))
 _DECIMAL = re.compile(r"(?:0|[1-9][0-9]{0,18})\Z")
+
+# A UTF-8 character takes at most this many octets.
+_UTF8_MAX = 4
 
 
 @dataclass(frozen=True)
@@ -33,22 +39,27 @@ class Param:
     """One positional argument: its name, its kind and its bounds.
 
     Kinds: C{token} (printable ASCII word), C{int} (decimal, 0..2**63-1),
-    C{b64} (base64url, decoded to bytes) and C{text} (any UTF-8; the only
-    kind that may hold spaces, so it is always the last argument).
+    C{b64} (base64url, decoded to bytes) and C{text} (any UTF-8, or ASCII
+    only when C{ascii}; the only kind that may hold spaces, so it is always
+    the last argument). C{max_length} counts characters, or decoded bytes
+    for C{b64}.
     """
 
     name: str
     kind: str = "token"
     max_length: int = 256
     optional: bool = False
+    ascii: bool = False
 
     def convert(self, value: str, verb: str):
         if len(value) > self._max_wire_length():
             raise WireError(Code.BAD_ARGUMENTS, f"{verb} {self.name} is too long")
         if self.kind == "text":
+            if self.ascii and not value.isascii():
+                raise WireError(Code.BAD_ARGUMENTS, f"{verb} {self.name} must be ASCII")
             return value
         if self.kind == "int":
-            if not _DECIMAL.match(value) or int(value) > _MAX_INT:
+            if not _DECIMAL.match(value) or int(value) > MAX_INT:
                 raise WireError(Code.BAD_ARGUMENTS, f"{verb} {self.name} must be a decimal integer")
             return int(value)
         if self.kind == "b64":
@@ -69,6 +80,15 @@ class Param:
         if self.kind == "b64":
             return (self.max_length * 4 + 2) // 3 + 2
         return self.max_length
+
+    def wire_bytes(self) -> int:
+        """The most octets this argument can take on a line that is accepted,
+        a text's ":" included: what the line limits are checked against."""
+        if self.kind == "int":
+            return _INT_DIGITS
+        if self.kind == "text":
+            return 1 + self.max_length * (1 if self.ascii else _UTF8_MAX)
+        return self._max_wire_length()
 
 
 @dataclass(frozen=True)
@@ -108,6 +128,25 @@ class Verb:
             values[p.name] = None
         return values
 
+    def leading_values(self, tokens) -> dict:
+        """The typed values of the leading arguments that are valid, up to the
+        first that is not: what can still be read of a line that failed (a
+        MESSAGE whose token is malformed still names its room and seq)."""
+        values = {}
+        for param, token in zip(self.params, tokens):
+            if param.kind == "text":
+                break
+            try:
+                values[param.name] = param.convert(token, self.name)
+            except WireError:
+                break
+        return values
+
+    def worst_case_line(self, request_id_length: int = MAX_REQUEST_ID_LENGTH) -> int:
+        """The longest line of this verb a peer may send, without its LF."""
+        return len(self.name) + 1 + request_id_length + sum(1 + p.wire_bytes()
+                                                            for p in self.params)
+
     def usage(self) -> str:
         words = [self.name, "<id>"]
         for p in self.params:
@@ -146,11 +185,39 @@ def _text(name: str, limit: int, optional: bool = True) -> Param:
     return Param(name, "text", limit, optional=optional)
 
 
-_WRAP = Param("wrap", "b64", WRAP_BYTES)
+def binary_capacity(octets: int) -> int:
+    """The most bytes a b64 argument may declare and still take at most
+    C{octets} on the line (the inverse of L{Param.wire_bytes})."""
+    size = max(0, (octets - 2) * 3 // 4)
+    while Param("x", "b64", size + 1).wire_bytes() <= octets:
+        size += 1
+    while size and Param("x", "b64", size).wire_bytes() > octets:
+        size -= 1
+    return size
+
+
+_SERVER_SEQ = Param("server_seq", "int")
 _MESSAGE_ID = Param("message_id", "b64", MESSAGE_ID_BYTES)
+# A MESSAGE line without its token: what the token's share of the line
+# limit is computed from, so that the longest stored message still reaches
+# every member in one line, under the longest request id of a HISTORY reply.
+_MESSAGE_HEAD = (_ROOM, _SERVER_SEQ, Param("sender", max_length=24), _EPOCH, _SEQ, _MESSAGE_ID)
+_MESSAGE_TAIL = (_signature(), Param("received_ms", "int"))
+
+# The largest Fernet token a message may carry: all the line limit leaves.
+MAX_TOKEN_BYTES = binary_capacity(
+    MAX_LINE_AUTHENTICATED - 1 - Verb("MESSAGE", _MESSAGE_HEAD + _MESSAGE_TAIL).worst_case_line()
+)
+
+_WRAP = Param("wrap", "b64", WRAP_BYTES)
 _TOKEN = Param("token", "b64", MAX_TOKEN_BYTES)
 _RECORD = Param("record", "b64", MAX_EPOCH_RECORD_BYTES)
 _KEYS = (_key("sign_key"), _key("enc_key"), _signature("enc_signature"))
+
+# SYNC names every room of the user with its position, "#room=seq" and a
+# space each, in one line: the rooms one user may be in follow from that.
+SYNC_POSITIONS_LENGTH = MAX_LINE_AUTHENTICATED - 2 - Verb("SYNC").worst_case_line()
+MAX_SYNC_ROOMS = (SYNC_POSITIONS_LENGTH + 1) // (_ROOM.max_length + 1 + _INT_DIGITS + 1)
 
 # What a client may send to the server (docs/protocol.md, section 6).
 CLIENT_VERBS = verbs(
@@ -168,14 +235,14 @@ CLIENT_VERBS = verbs(
     Verb("ROLE", (_ROOM, _NICK, Param("role", max_length=6))),
     Verb("SET", (_ROOM, Param("setting", max_length=16),
                  _text("value", MAX_ROOM_PASSWORD_LENGTH))),
-    Verb("LIST", ()),
-    Verb("WHO", (_ROOM,)),
+    Verb("LIST", (Param("after", max_length=33, optional=True),)),
+    Verb("WHO", (_ROOM, Param("after", max_length=24, optional=True))),
     Verb("USERKEYS", (_NICK,)),
     Verb("DELETE", (_ROOM,)),
     Verb("MSG", (_ROOM, _EPOCH, _SEQ, _MESSAGE_ID, _TOKEN, _signature())),
     Verb("HISTORY", (_ROOM, Param("direction", max_length=6), Param("server_seq", "int"),
                      Param("limit", "int"))),
-    Verb("SYNC", (_text("positions", 4096),)),
+    Verb("SYNC", (Param("positions", "text", SYNC_POSITIONS_LENGTH, optional=True, ascii=True),)),
     Verb("EPOCHS", (_ROOM, Param("from_epoch", "int"))),
     Verb("ROTATE", (_ROOM, _EPOCH, _RECORD, _signature(), Param("own_wrap", "b64", WRAP_BYTES))),
     Verb("WRAP", (_ROOM, _EPOCH, _NICK, _WRAP)),
@@ -184,7 +251,6 @@ CLIENT_VERBS = verbs(
                       _text("text", MAX_REASON_LENGTH))),
 )
 
-_SERVER_SEQ = Param("server_seq", "int")
 _BY = Param("by", max_length=24)
 
 # What the server may send to a client: replies, data lines and events.
@@ -204,8 +270,7 @@ SERVER_VERBS = verbs(
                     Param("inviter", max_length=24, optional=True),
                     _signature("invite_signature", optional=True))),
     Verb("USER", (_NICK, *_KEYS)),
-    Verb("MESSAGE", (_ROOM, _SERVER_SEQ, Param("sender", max_length=24), _EPOCH, _SEQ,
-                     _MESSAGE_ID, _TOKEN, _signature(), Param("received_ms", "int"))),
+    Verb("MESSAGE", (*_MESSAGE_HEAD, _TOKEN, *_MESSAGE_TAIL)),
     Verb("EPOCH", (_ROOM, _EPOCH, Param("rotator", max_length=24), _RECORD, _signature())),
     Verb("KEY", (_ROOM, _EPOCH, Param("wrapper", max_length=24), _WRAP)),
     Verb("WRAPREQ", (_ROOM, _EPOCH, _NICK)),
@@ -221,4 +286,8 @@ SERVER_VERBS = verbs(
     Verb("INVITED", (_ROOM, _BY)),
     Verb("DELETED", (_ROOM, _BY)),
     Verb("MORE", (_ROOM, Param("after", "int"))),
+    # Before a login's OK: the limits the client is to keep to (see securechat.wire.limits).
+    Verb("LIMITS", (Param("limits", "text", 512, ascii=True),)),
+    # Before an ERROR RATE_LIMITED: how long to wait before trying again.
+    Verb("RETRY", (Param("after_ms", "int"),)),
 )
