@@ -9,36 +9,37 @@ from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
 from securechat.console.app import ConsoleConfigError, PasteFilter, Redrawer, load_settings
+from securechat.console.keys import Paste
 from tests.daemon import ROOT, environment
 
 
 class PasteFilterTests(SynchronousTestCase):
-    def test_bracketed_paste_never_sends(self):
-        """Enter inside begin/end paste is a new line; Enter after it sends."""
-        paste = PasteFilter("meta enter")
+    def test_bracketed_paste_is_one_event(self):
+        """Everything between begin and end paste is one Paste, Enter a new line in it;
+        Enter after it is a key again."""
+        paste = PasteFilter()
         keys = paste(["begin paste", "a", "enter", "b", "enter", "end paste"], [])
-        self.assertEqual(keys, ["a", "meta enter", "b", "meta enter"])
+        self.assertEqual(keys, [Paste("a\nb\n")])
+        self.assertIsInstance(keys[0], Paste)
         self.assertEqual(paste(["enter"], []), ["enter"])
 
     def test_paste_split_over_reads(self):
-        """A bracketed paste arriving in several reads stays a paste throughout."""
-        paste = PasteFilter("meta enter")
-        paste(["begin paste", "a"], [])
-        self.assertEqual(paste(["enter"], []), ["meta enter"])
-        paste(["end paste"], [])
-        self.assertEqual(paste(["enter"], []), ["enter"])
+        """A bracketed paste arriving in several reads is still one event, at its end."""
+        paste = PasteFilter()
+        self.assertEqual(paste(["begin paste", "a"], []), [])
+        self.assertEqual(paste(["enter"], []), [])
+        self.assertEqual(paste(["b", "end paste", "x"], []), [Paste("a\nb"), "x"])
 
-    def test_pasted_tab_is_spaces(self):
-        """A tab inside a paste is text, not completion."""
-        paste = PasteFilter("meta enter")
-        self.assertEqual(paste(["begin paste", "tab", "x", "end paste"], []),
-                         [" ", " ", " ", " ", "x"])
+    def test_pasted_tab_is_spaces_and_keys_are_not_text(self):
+        """A tab inside a paste is spaces; named keys (from pasted escape sequences) are dropped."""
+        paste = PasteFilter()
+        self.assertEqual(paste(["begin paste", "tab", "x", "up", "end paste"], []),
+                         [Paste("    x")])
 
     def test_unbracketed_paste_detected(self):
         """Without bracketing, a batch with Enter followed by more keys is a paste."""
-        paste = PasteFilter("meta enter")
-        self.assertEqual(paste(["l", "1", "enter", "l", "2", "enter"], []),
-                         ["l", "1", "meta enter", "l", "2", "meta enter"])
+        paste = PasteFilter()
+        self.assertEqual(paste(["l", "1", "enter", "l", "2", "enter"], []), [Paste("l1\nl2\n")])
         self.assertEqual(paste(["x", "enter"], []), ["x", "enter"])
 
 

@@ -4,9 +4,10 @@ driven by keypresses, fed by the real client core in process."""
 import urwid
 from twisted.trial.unittest import SynchronousTestCase
 
-from securechat.console.keys import Keymap
+from securechat.console.keys import Keymap, Paste
 from securechat.console.model import STATUS_PANE
 from securechat.console.view import ChatView
+from securechat.console.widgets import INPUT_MAX_ROWS
 from tests.consoleharness import ConsoleRig
 
 SIZE = (100, 30)
@@ -49,6 +50,28 @@ class ViewTests(SynchronousTestCase):
         self.assertEqual(self.rig.bob.texts(), [("alice", "from the keyboard")])
         self.assertEqual(self.view.input.edit_text, "")
         self.assertTrue(any("<alice> from the keyboard" in row for row in self.screen()))
+
+    def test_paste_is_one_insert_in_a_few_rows(self):
+        """A long paste goes into the input in one step; the input shows at most a few
+        rows, around the cursor, and the status bar stays on screen."""
+        changes = []
+        urwid.connect_signal(self.view.input, "change", lambda *args: changes.append(1))
+        text = "\n".join(f"line {n} " + "x" * 60 for n in range(300))
+        self.view.keypress(SIZE, Paste(text))
+        self.assertEqual((self.view.input.edit_text, len(changes)), (text, 1))
+        rows = self.screen()
+        self.assertIn("#lab (2 members)", rows[-1 - INPUT_MAX_ROWS])
+        self.assertIn("line 299", rows[-1])
+        self.assertNotIn("line 0 ", "\n".join(rows))
+
+    def test_paste_longer_than_a_message_is_refused(self):
+        """A paste that would make the message longer than the server takes is refused
+        whole, with the sizes, and the input is left as it was."""
+        self.type("keep me")
+        self.view.keypress(SIZE, Paste("y" * 60_000))
+        self.assertEqual(self.view.input.edit_text, "keep me")
+        self.assertTrue(any("paste refused: message too long: 60,007 bytes" in row
+                            for row in self.screen()))
 
     def test_alt_enter_makes_multiline_input(self):
         """Alt+Enter starts a new line; Enter then sends both lines as one message."""

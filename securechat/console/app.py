@@ -19,7 +19,7 @@ from twisted.internet import task
 from securechat.client.connector import Connector
 from securechat.client.run import build_session, start_logging
 from securechat.console.controller import Controller
-from securechat.console.keys import Keymap, KeymapError
+from securechat.console.keys import Keymap, KeymapError, Paste
 from securechat.console.model import ChatModel
 from securechat.console.view import ChatView
 from securechat.console.widgets import PALETTE
@@ -79,29 +79,42 @@ PASTED_TAB_WIDTH = 4
 
 
 class PasteFilter:
-    """Inside a paste, Enter is a new line, never a send, and Tab is spaces. Terminals that do not
-    bracket pastes still deliver a paste as one batch of keys with Enter
-    followed by more keys, which is taken as a paste too."""
+    """Turns a paste into one L{Paste} event: the keys between "begin paste"
+    and "end paste" (which may come over several reads), where Enter is a new
+    line, never a send, Tab is spaces, and other named keys (a cursor key
+    in pasted escape sequences) are not text. Terminals that do not bracket
+    pastes still deliver a paste as one batch of keys with Enter followed by
+    more keys, which is taken as a paste too."""
 
-    def __init__(self, newline_key: str):
-        self.newline_key = newline_key
+    def __init__(self):
         self.pasting = False
+        self._held: list[str] = []
 
     def __call__(self, keys, raw):
-        unbracketed = "enter" in keys[:-1]
+        unbracketed = not self.pasting and "enter" in keys[:-1] and "begin paste" not in keys
         out = []
         for key in keys:
             if key == "begin paste":
-                self.pasting = True
-            elif key == "end paste":
+                self.pasting, self._held = True, []
+            elif key == "end paste" and self.pasting:
                 self.pasting = False
-            elif key == "enter" and (self.pasting or unbracketed):
-                out.append(self.newline_key)
-            elif key == "tab" and (self.pasting or unbracketed):
-                out.extend(" " * PASTED_TAB_WIDTH)
+                out.append(Paste("".join(self._held)))
+            elif self.pasting or unbracketed:
+                self._held.append(_pasted_text(key))
             else:
                 out.append(key)
+        if unbracketed:
+            out.append(Paste("".join(self._held)))
+            self._held = []
         return out
+
+
+def _pasted_text(key) -> str:
+    if key == "enter":
+        return "\n"
+    if key == "tab":
+        return " " * PASTED_TAB_WIDTH
+    return key if isinstance(key, str) and len(key) == 1 else ""
 
 
 class Redrawer:
@@ -146,7 +159,7 @@ def run_console(options, home, identity, keys, state, host, port, server, trust)
     loop = urwid.MainLoop(
         view, PALETTE, screen=screen, handle_mouse=False,
         event_loop=urwid.TwistedEventLoop(reactor=reactor, manage_reactor=False),
-        input_filter=PasteFilter(settings.keymap.keys_of("newline")[0]),
+        input_filter=PasteFilter(),
     )
     redrawer = Redrawer(loop, view, model, settings.bell)
     model.listen(redrawer.request)

@@ -213,6 +213,10 @@ class Controller:
         entry = self.session.send_text(room, text)
         self.model.own_message(room, text, entry.message_id.hex())
 
+    def message_problem(self, text: str) -> str | None:
+        """Why C{text} could not be sent as a message (too long), or None."""
+        return self.session.limits.check_message(text)
+
     # -- input -------------------------------------------------------------------
 
     def submit(self, text: str, confirmed: bool = False) -> bool:

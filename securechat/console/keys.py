@@ -11,6 +11,22 @@ from dataclasses import dataclass
 ROOM_SHORTCUTS = 9
 
 
+class Paste(str):
+    """A whole paste, as one input event: inserted in one step, however long,
+    never typed key by key (urwid re-lays out the input after every key, so a
+    paste of n characters typed would cost n layouts of up to n characters).
+    A str, as urwid requires of input, but the view never takes it for a key."""
+
+    __slots__ = ()
+
+    @property
+    def text(self) -> str:
+        return str(self)
+
+    def __repr__(self) -> str:
+        return f"Paste({str(self)!r})"
+
+
 @dataclass(frozen=True)
 class Binding:
     action: str

@@ -9,11 +9,12 @@ not bind goes to the input line. Pastes arrive between "begin paste" and
 import urwid
 
 from securechat.console.controller import Controller
-from securechat.console.keys import ROOM_SHORTCUTS, Keymap
+from securechat.console.keys import ROOM_SHORTCUTS, Keymap, Paste
 from securechat.console.model import ChatModel
 from securechat.console.widgets import (
     ROOM_LIST_WIDTH,
     HelpPanel,
+    InputBox,
     InputLine,
     MessagePane,
     RoomList,
@@ -38,7 +39,7 @@ class ChatView(urwid.WidgetWrap):
         self._search: str | None = None
         self.help = HelpPanel(keymap, controller.commands)
         body = urwid.Columns([(ROOM_LIST_WIDTH, self.rooms), self.messages])
-        self.frame = urwid.Frame(body, footer=urwid.Pile([self.status, self.input]),
+        self.frame = urwid.Frame(body, footer=urwid.Pile([self.status, InputBox(self.input)]),
                                  focus_part="footer")
         self.overlay = urwid.Overlay(self.help, self.frame, "center", ("relative", 90),
                                      "middle", ("relative", 90))
@@ -58,6 +59,9 @@ class ChatView(urwid.WidgetWrap):
 
     def keypress(self, size, key):
         self._width = size[0]
+        if isinstance(key, Paste):
+            self._paste(key.text)
+            return None
         if self.controller.awaiting_confirmation is not None:
             return self._confirm(key)
         action = self.keymap.action(key) if isinstance(key, str) else None
@@ -85,6 +89,20 @@ class ChatView(urwid.WidgetWrap):
                 handler()
                 return None
         return self.frame.keypress(size, key)
+
+    def _paste(self, text: str) -> None:
+        """Insert a paste in one step; one that would make the message longer
+        than the server takes is refused whole, and says so."""
+        if self.controller.awaiting_confirmation is not None or self.help_shown:
+            return
+        edit = self.input
+        combined = edit.edit_text[:edit.edit_pos] + text + edit.edit_text[edit.edit_pos:]
+        problem = self.controller.message_problem(combined)
+        if problem is not None:
+            self.model.notice(self.model.current_room, f"paste refused: {problem}", error=True)
+        else:
+            edit.insert_text(text)
+        self.refresh()
 
     def _confirm(self, key: str):
         if key in ("y", "Y"):

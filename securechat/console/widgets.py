@@ -200,6 +200,51 @@ class StatusBar(urwid.WidgetWrap):
         self._text.set_text(parts)
 
 
+# The input shows at most this many rows and scrolls within them, so a long
+# paste never pushes the status bar or the messages off the screen.
+INPUT_MAX_ROWS = 5
+
+
+class InputBox(urwid.WidgetWrap):
+    """The input line, at most L{INPUT_MAX_ROWS} rows high: the rows around
+    the cursor are shown, the rest scroll out of view."""
+
+    def __init__(self, edit: "InputLine", max_rows: int = INPUT_MAX_ROWS):
+        self.edit = edit
+        self.max_rows = max_rows
+        super().__init__(edit)
+
+    def rows(self, size, focus=False) -> int:
+        return min(self.edit.rows(size, focus), self.max_rows)
+
+    def _top(self, size, rows: int) -> int:
+        """The first row shown: the cursor's row is always in view."""
+        if rows <= self.max_rows:
+            return 0
+        cursor = self.edit.get_cursor_coords(size)
+        row = cursor[1] if cursor is not None else rows - 1
+        return min(max(0, row - self.max_rows + 1), rows - self.max_rows)
+
+    def render(self, size, focus=False):
+        canvas = self.edit.render(size, focus)
+        rows = canvas.rows()
+        if rows <= self.max_rows:
+            return canvas
+        canvas = urwid.CompositeCanvas(canvas)
+        canvas.trim(self._top(size, rows), self.max_rows)
+        return canvas
+
+    def get_cursor_coords(self, size):
+        cursor = self.edit.get_cursor_coords(size)
+        if cursor is None:
+            return None
+        return cursor[0], cursor[1] - self._top(size, self.edit.rows(size, True))
+
+    def move_cursor_to_coords(self, size, col, row):
+        return self.edit.move_cursor_to_coords(size, col, row + self._top(
+            size, self.edit.rows(size, True)))
+
+
 class InputLine(urwid.Edit):
     """The input: several lines allowed (Alt+Enter, pastes); Enter is the view's."""
 
