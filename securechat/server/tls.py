@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.logger import Logger
@@ -153,8 +154,18 @@ class TLSServerService(StreamServerEndpointService):
         super().__init__(endpoint, RefusingTLSFactory(tls, False, factory))
         self.tls = tls
 
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+    def privilegedStartService(self) -> None:  # noqa: N802
+        """Listen now, and if that fails, exit non-zero with one line naming the
+        address and why: a daemon that cannot listen must not look alive (as
+        it would to systemd) while serving nobody."""
+        self._raiseSynchronously = True
+        try:
+            super().privilegedStartService()
+        except CannotListenError as error:
+            reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+            host = error.interface or "*"
+            raise SystemExit(f"securechat: cannot listen on {host}:{error.port}: "
+                             f"{reason.lower()}") from None
         self._waitingForPort.addCallback(self._announce)
 
     def _announce(self, port):
