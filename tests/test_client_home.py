@@ -2,12 +2,15 @@
 
 import os
 import stat
+import subprocess
+import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from securechat.client.home import KEYSTORE_FILE, STATE_FILE, Home
+from securechat.client.home import KEYSTORE_FILE, LOCK_FILE, STATE_FILE, Home, HomeInUse
 from securechat.constants import SCRYPT_MIN_N
 from securechat.crypto.keystore import KdfParams, KeystoreError
+from tests.daemon import ROOT, environment
 from tests.identities import identity
 
 
@@ -52,3 +55,37 @@ class HomeTests(SynchronousTestCase):
         for n in range(3):
             self.home.save_state({"n": n}, self.keys)
         self.assertEqual(sorted(os.listdir(self.home.path)), [KEYSTORE_FILE, STATE_FILE])
+
+
+class HomeLockTests(SynchronousTestCase):
+    """One client per home directory."""
+
+    def hold_in_a_child(self, path):
+        """A process holding the home's lock until killed; it has its lock when this returns."""
+        code = ("import sys, time; from securechat.client.home import Home; "
+                "Home(sys.argv[1]).lock('console'); print('locked', flush=True); time.sleep(60)")
+        child = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE,
+                                 env=environment(), cwd=ROOT)
+        self.addCleanup(child.kill)
+        self.assertEqual(child.stdout.readline().strip(), b"locked")
+        return child
+
+    def test_second_client_is_refused_naming_the_first(self):
+        """While one client holds a home, another is refused with who holds it since when."""
+        path = os.path.abspath(self.mktemp())
+        child = self.hold_in_a_child(path)
+        with self.assertRaises(HomeInUse) as caught:
+            Home(path).lock("--batch")
+        self.assertIn(f"is in use by securechat-client console (pid {child.pid}, since ",
+                      str(caught.exception))
+        self.assertIn("quit that client first, or use another --home", str(caught.exception))
+
+    def test_lock_of_a_dead_client_is_taken_over(self):
+        """A client killed while holding a home leaves nothing that stops the next one."""
+        path = os.path.abspath(self.mktemp())
+        child = self.hold_in_a_child(path)
+        child.kill()
+        child.wait()
+        Home(path).lock("--batch")
+        with open(os.path.join(path, LOCK_FILE)) as f:
+            self.assertIn(f"pid {os.getpid()}", f.read())

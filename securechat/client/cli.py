@@ -17,7 +17,7 @@ import socket
 import ssl
 import sys
 
-from securechat.client.home import Home, default_home
+from securechat.client.home import Home, HomeInUse, default_home
 from securechat.config import DEFAULT_PORT
 from securechat.constants import FIRST_CONTACT_TIMEOUT_SECONDS
 from securechat.crypto.certificates import format_fingerprint, parse_fingerprint
@@ -86,8 +86,15 @@ def read_passphrase(home: Home, creating: bool) -> str:
 
 
 def unlock(options) -> tuple[Home, PrivateIdentity, object, dict]:
-    """Open (or, on first run, create) the identity in --home."""
+    """Open (or, on first run, create) the identity in --home, which this
+    process holds from here on (one client per home)."""
     home = Home(options.home)
+    try:
+        home.lock("--batch" if options.batch else "console")
+    except HomeInUse as error:
+        raise UsageProblem(str(error)) from None
+    except OSError as error:
+        raise UsageProblem(f"--home {home.path}: {error.strerror}") from None
     if not home.exists():
         if not options.nick and interactive(options):
             print(f"No identity in {home.path} yet: let's create one.")
