@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
                          ("ban", "refuse the account's logins and end its sessions"),
                          ("unban", "let a banned account log in again")):
         user_commands.add_parser(action, help=text).add_argument("nick")
+    prune = commands.add_parser(
+        "prune", help="delete accounts that never joined a room, created some days ago")
+    prune.add_argument("--idle-days", type=int, default=30, metavar="DAYS",
+                       help="only accounts at least this old (default %(default)s)")
+    prune.add_argument("--dry-run", action="store_true", help="list them, delete nothing")
     commands.add_parser("rooms", help="list rooms")
     backup = commands.add_parser("backup", help="copy the database, consistently, while it runs")
     backup.add_argument("destination", help="file to write (must not exist)")
@@ -119,6 +124,32 @@ def user(options, out) -> None:
                   f"applies it within seconds\n")
 
 
+def prune(options, out) -> None:
+    """Accounts nobody used: created, never in a room. A running daemon ends their
+    sessions within seconds (it notices the change as it notices a ban)."""
+    if options.idle_days < 1:
+        raise AdminError("--idle-days takes 1 or more")
+    before = time.time() - options.idle_days * 86400
+    if options.dry_run:
+        with closing(_database(options)) as db:
+            nicks = [r[0] for r in db.execute(
+                "SELECT nick FROM users WHERE joined_any = 0 AND created < ? ORDER BY folded",
+                (before,))]
+    else:
+        store = _store(_settings(options))
+        try:
+            d = store.prune_idle_users(before)
+            nicks = []
+            d.addCallback(nicks.extend)
+        finally:
+            store.close()
+    for nick in nicks:
+        out.write(f"{nick}\n")
+    out.write(f"# {len(nicks)} account{'s' if len(nicks) != 1 else ''} never in a room and "
+              f"{options.idle_days}+ days old {'would be' if options.dry_run else 'were'} "
+              f"deleted\n")
+
+
 def fingerprint(options, out) -> None:
     settings = _settings(options)
     path = settings.tls_cert or os.path.join(settings.data_dir, SELF_SIGNED_CERT)
@@ -188,7 +219,7 @@ def check(options, out) -> None:
 def main(argv=None, out=sys.stdout, err=sys.stderr) -> int:
     options = build_parser().parse_args(argv)
     command = {"token": token_create, "fingerprint": fingerprint, "users": users, "user": user,
-               "rooms": rooms, "backup": backup, "check": check}[options.command]
+               "rooms": rooms, "backup": backup, "check": check, "prune": prune}[options.command]
     try:
         command(options, out)
     except AdminError as error:

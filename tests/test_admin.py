@@ -162,3 +162,38 @@ class UserCommandTests(SynchronousTestCase):
         self.assertEqual(code, 2)
         self.assertEqual(err, "securechat-admin: no user nobody; `securechat-admin users` "
                               "lists them\n")
+
+
+class PruneTests(SynchronousTestCase):
+    def setUp(self):
+        self.data_dir, self.store = new_data_dir(self)
+        old = 1_000_000.0
+        for n, nick in enumerate(("idle", "member", "fresh")):
+            row = UserRow(0, nick, b"s%d" % n, b"e", b"x", b"fp%d" % n)
+            row.id = self.successResultOf(self.store.add_user(
+                row, old if nick != "fresh" else 1e12, None))
+            setattr(self, nick, row.id)
+        room = self.successResultOf(self.store.create_room("#lab", self.member, old))
+        self.store.add_invite(room, self.idle, self.member, b"sig", old)
+
+    def run_admin(self, *argv):
+        out, err = io.StringIO(), io.StringIO()
+        code = admin.main(["--data-dir", self.data_dir, *argv], out, err)
+        return code, out.getvalue(), err.getvalue()
+
+    def test_prune_deletes_only_old_accounts_never_in_a_room(self):
+        """prune deletes accounts old enough that never joined a room (and the invite
+        naming one); a member and a new account stay; --dry-run deletes nothing."""
+        code, out, _ = self.run_admin("prune", "--dry-run")
+        self.assertEqual((code, out.splitlines()[0]), (0, "idle"))
+        self.assertIn("would be deleted", out)
+        code, out, _ = self.run_admin("prune", "--idle-days", "7")
+        self.assertEqual(out.splitlines(), ["idle", "# 1 account never in a room and 7+ days "
+                                                   "old were deleted"])
+        users = self.successResultOf(self.store.load_users())
+        self.assertEqual(sorted(u.nick for u in users), ["fresh", "member"])
+
+    def test_bad_days_is_one_line(self):
+        """--idle-days 0 is refused in one line, exit 2."""
+        code, _, err = self.run_admin("prune", "--idle-days", "0")
+        self.assertEqual((code, err), (2, "securechat-admin: --idle-days takes 1 or more\n"))

@@ -70,3 +70,13 @@ class OperatorChangesTests(SynchronousTestCase):
         self.successResultOf(self.store.set_user_banned(self.accounts.find("bob").id, True))
         self.clock.advance(OPERATOR_POLL_SECONDS)
         self.assertFalse(self.accounts.find("bob").banned)
+
+    def test_pruned_account_is_forgotten_and_its_sessions_end(self):
+        """An account securechat-admin prune deleted is gone from the running daemon
+        within one poll: no login, and its live sessions are told and closed."""
+        with sqlite3.connect(self.path) as other:
+            other.execute("DELETE FROM users WHERE nick = 'bob'")
+        other.close()
+        self.clock.advance(OPERATOR_POLL_SECONDS)
+        self.assertIsNone(self.accounts.find("bob"))
+        self.assertEqual(self.connection.dropped, ["NO_SUCH_USER"])

@@ -111,6 +111,18 @@ class AccountRegistry:
         self._by_nick[fold(user.nick)] = user
         self._fingerprints.add(user.fingerprint)
 
+    def remove(self, user_id: int) -> UserRow | None:
+        """An account the operator deleted; @return: it, if it was here."""
+        user = self._by_id.pop(user_id, None)
+        if user is not None:
+            self._by_nick.pop(fold(user.nick), None)
+            self._fingerprints.discard(user.fingerprint)
+            self._identities.pop(user_id, None)
+        return user
+
+    def ids(self) -> set[int]:
+        return set(self._by_id)
+
     def check_login(self, nick: str, signature: bytes, server: str, nonce: bytes,
                     exporter: bytes) -> UserRow:
         """The account a login signature proves, or AUTH_FAILED / ACCOUNT_BANNED."""

@@ -59,6 +59,11 @@ class OperatorChanges:
             self._checking = False
 
     def apply(self, users) -> None:
+        for user_id in self._accounts.ids() - {row.id for row in users}:
+            gone = self._accounts.remove(user_id)
+            log.info("the operator deleted the idle account {nick}", nick=gone.nick)
+            drop_connections(self._fanout, user_id, Code.NO_SUCH_USER,
+                             "this account was deleted by the server's operator")
         for row in users:
             current = self._accounts.find(row.nick)
             if current is None or current.banned == row.banned:

@@ -166,6 +166,30 @@ class SQLStore:
             "INSERT INTO registration_tokens (digest, created, resets) VALUES (?, ?, ?)",
             (digest, now, resets))
 
+    def prune_idle_users(self, created_before: float):
+        """Delete the accounts created before C{created_before} that were never in a
+        room, with the invites and bans naming them and the tokens they used; fire
+        with their nicks. Such an account has no messages, keys or epochs."""
+        idle = self._sql("SELECT id, nick FROM users WHERE joined_any = ? AND created < ?"
+                         " ORDER BY folded")
+        cleanups = [self._sql(statement) for statement in (
+            "DELETE FROM invites WHERE user_id = ? OR inviter_id = ?",
+            "DELETE FROM bans WHERE user_id = ? OR banned_by = ?",
+            "DELETE FROM registration_tokens WHERE used_by = ? OR resets = ?",
+            "DELETE FROM storage_usage WHERE user_id = ? OR user_id = ?",
+            "DELETE FROM users WHERE id = ? AND id = ?",
+        )]
+
+        def interaction(txn):
+            txn.execute(idle, (False, created_before))
+            found = txn.fetchall()
+            for user_id, _ in found:
+                for statement in cleanups:
+                    txn.execute(statement, (user_id, user_id))
+            return [nick for _, nick in found]
+
+        return self._run(interaction)
+
     def set_user_banned(self, user_id: int, banned: bool):
         return self._execute("UPDATE users SET banned = ? WHERE id = ?", (banned, user_id))
 

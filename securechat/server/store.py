@@ -165,6 +165,10 @@ class IStore(Interface):
     def data_version():
         """Fire with a number that changes when another process commits to the store."""
 
+    def prune_idle_users(created_before):
+        """Delete the accounts created before then that were never in a room (and
+        what names them); fire with their nicks."""
+
     def set_user_banned(user_id, banned):
         """Ban or unban an account server-wide."""
 
