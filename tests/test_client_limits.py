@@ -5,11 +5,13 @@ announces, rooms left while offline. Real sessions against the real service
 
 import os
 
+from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from securechat.client.limits import PACING_MARGIN, ServerLimits, stored_size
 from securechat.crypto.envelope import MAX_MESSAGE_BYTES
-from securechat.server.store import MessageRow
+from securechat.server.limits import SECONDS_PER_DAY, StorageLimits
+from securechat.server.store import MessageRow, StorageFull
 from securechat.wire.grammar import MAX_TOKEN_BYTES
 from securechat.wire.limits import AnnouncedLimits
 from tests.clientharness import Network
@@ -151,3 +153,50 @@ class OfflinePartTests(SynchronousTestCase):
         room = net.server.service.rooms.find("#lab")
         self.assertNotIn(net.server.service.accounts.find("bob").id, room.members)
         self.assertIn("bob", [m["nick"] for m in alice.of("member_left")])
+
+
+class WaitingMessagesTests(SynchronousTestCase):
+    """A message the server cannot take yet stays in the outbox, the user is told
+    once, and it goes out by itself: never lost, never silently late."""
+
+    def rigs(self, **server_options):
+        net = Network(**server_options)
+        alice, bob = net.client("alice"), net.client("bob")
+        for rig in (alice, bob):
+            rig.session.join("#lab")
+            net.settle()
+        return net, alice, bob
+
+    def test_daily_budget_spent_waits_for_the_next_day(self):
+        """Past the day's storage budget the message waits, the user hears when it goes
+        (once), and it is delivered after the UTC day turns."""
+        net, alice, bob = self.rigs(storage=StorageLimits(0, 0, 6000))
+        for n in range(12):
+            alice.session.send_text("#lab", f"message {n}")
+        net.settle()
+        [told] = alice.of("send_waiting")
+        self.assertIn("go out in", told["message"])
+        self.assertLess(len(bob.texts()), 12)
+        net.clock.advance(SECONDS_PER_DAY - net.clock.seconds() + 1)
+        net.settle()
+        net.clock.advance(SECONDS_PER_DAY)
+        net.settle()
+        self.assertEqual([t for _, t in bob.texts()], [f"message {n}" for n in range(12)])
+        self.assertEqual(alice.of("error"), [])
+
+    def test_full_disk_keeps_the_message_until_there_is_room(self):
+        """STORAGE_FULL: the message waits in the outbox, the user is told the disk is
+        full, and it is sent once the disk has room again."""
+        net, alice, bob = self.rigs()
+        store = net.server.service.messages._store
+        append = store.append_messages
+        store.append_messages = lambda rows: defer.fail(StorageFull("database or disk is full"))
+        alice.session.send_text("#lab", "waits for room")
+        net.settle()
+        [told] = alice.of("send_waiting")
+        self.assertEqual(told["code"], "STORAGE_FULL")
+        self.assertEqual(len(alice.session.outbox), 1)
+        store.append_messages = append
+        net.clock.advance(10)
+        net.settle()
+        self.assertEqual(bob.texts(), [("alice", "waits for room")])

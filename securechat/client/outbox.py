@@ -25,6 +25,8 @@ class OutboxEntry:
     in_flight: bool = False
     # The epoch it was last sealed in; not saved, since it is re-sealed anyway.
     epoch: int = 0
+    # Whether the server made it wait (a budget, a full disk); not saved.
+    waited: bool = False
 
     @property
     def room_key(self) -> str:

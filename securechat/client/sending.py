@@ -151,7 +151,8 @@ class SendPath:
                                                    "holes": []}
         own["last"] = max(own["last"], entry.seq)
         self.save()
-        self._waiting_told = None
+        if entry.waited:
+            self._waiting_told = None
         self.emit("sent", room=entry.room, text=entry.text, server_seq=server_seq, seq=entry.seq,
                   id=entry.message_id.hex())
         self._after_send()
@@ -175,6 +176,7 @@ class SendPath:
         elif code in (Code.RATE_LIMITED, Code.INTERNAL, Code.STORAGE_FULL):
             # Transient on the server's side: the message stays and goes again.
             wait = error.retry_after or RETRY_SECONDS
+            entry.waited = True
             self._tell_waiting(entry, code, error.text, wait)
             self._pump_later(wait)
         else:
