@@ -115,9 +115,12 @@ def start_server(kind: str, data_dir: str | None = None, options=()) -> Server:
     if kind == "relay":
         args = [sys.executable, "-m", "benchmarks.relay", "0", workdir]
     else:
+        # The storage budget is a policy for people, not a cost: a load
+        # generator's senders store far more than any person, so it is off.
         args = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                 "--nodaemon", "--pidfile=", "securechat", "--interface", "127.0.0.1",
-                "--port", "0", "--data-dir", workdir, *options]
+                "--port", "0", "--data-dir", workdir, "--store-bytes-per-second", "0",
+                "--store-bytes-per-day", "0", *options]
     started = time.monotonic()
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env=environment(), cwd=ROOT, preexec_fn=raise_file_limit)

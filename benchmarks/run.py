@@ -18,7 +18,16 @@ import sys
 import time
 from dataclasses import dataclass
 
-from benchmarks import connections, crypto_costs, fanout, history, identities, plot, scaleout
+from benchmarks import (
+    connections,
+    crypto_costs,
+    fanout,
+    history,
+    identities,
+    paste,
+    plot,
+    scaleout,
+)
 from benchmarks.fanout import Scenario
 from benchmarks.processes import ROOT
 from benchmarks.report import Table, ms
@@ -192,6 +201,7 @@ def main(argv=None) -> int:
     _timed(_scaleout_rows, spec, options, table)
     table.section(["client crypto", "cost"], [list(row) for row in crypto_costs.measure(
         members=500 if options.size != "smoke" else 5)])
+    table.section(["console", "time", "target"], [list(row) for row in paste.measure()])
     table.write(options.out)
     print(f"written to {options.out} in {time.monotonic() - started:.0f} s")
     return 0
