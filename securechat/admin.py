@@ -68,7 +68,7 @@ def _settings(options):
 def _database_path(settings) -> str:
     if settings.postgres:
         raise AdminError("this daemon keeps its data in PostgreSQL; securechat-admin manages "
-                         "SQLite databases only: use psql (docs/deploy.md, section 8)")
+                         "SQLite databases only: use psql (docs/deploy.md, section 9)")
     path = settings.database or os.path.join(settings.data_dir, DATABASE_FILE)
     if not os.path.exists(path):
         raise AdminError(f"no database at {path}: start the daemon once, or pass the "

@@ -29,6 +29,11 @@ MAX_REQUEST_ID_LENGTH = 32
 # plenty for that and keeps PONG from becoming an amplifier.
 MAX_PING_PAYLOAD = 64
 
+# The start of an over-long line kept for the report about it: enough for its
+# verb, request id and first arguments (a MESSAGE's room, seq and sender);
+# the rest of the line is skipped as it arrives, never held.
+LONG_LINE_HEAD_BYTES = 256
+
 # Seconds a connection we chose to close may keep its socket while its peer
 # reads our last words; after that it is aborted, since loseConnection() never
 # completes against a peer that does not read.
@@ -222,6 +227,10 @@ RETENTION_DAYS = 0
 
 # How often expired messages are deleted, ROOM_PURGE_BATCH per transaction.
 RETENTION_CHECK_SECONDS = 3600
+
+# The longest retention a room's owner may ask for (ten years; 0 means the
+# server's setting): enough for any team, and the number stays small.
+MAX_RETENTION_DAYS = 3650
 
 # Seconds an unauthenticated connection may stay (InspIRCd uses 20).
 LOGIN_TIMEOUT_SECONDS = 30

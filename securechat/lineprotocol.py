@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from securechat.constants import (
     CLOSE_GRACE_SECONDS,
+    LONG_LINE_HEAD_BYTES,
     MAX_LINE_UNAUTHENTICATED,
     TLS_EXPORTER_BYTES,
     TLS_EXPORTER_LABEL,
@@ -28,11 +29,6 @@ from securechat.wire import (
     encode_frame,
     parse_line,
 )
-
-
-# The start of an over-long line kept for the report about it: enough for
-# its verb, request id and first arguments (a MESSAGE's room, seq and sender).
-LONG_LINE_HEAD_BYTES = 256
 
 
 class LineProtocol(Protocol):

@@ -1,5 +1,6 @@
 """Tests for securechat.wire: the pure line codec and verb grammar."""
 
+import os
 import re
 
 from cryptography.fernet import Fernet
@@ -273,6 +274,16 @@ class LineLimitTests(SynchronousTestCase):
                          {"room": "#lab", "server_seq": 41, "sender": "alice", "epoch": 2,
                           "seq": 7})
 
+    def test_protocol_document_lists_every_line_with_its_size(self):
+        """docs/protocol.md's tables of line sizes are the grammar's, verb for verb."""
+        path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "protocol.md")
+        with open(path, encoding="utf-8") as f:
+            text = f.read().split("### 2.1 Line sizes", 1)[1].split("## 3. Grammar", 1)[0]
+        server, client = text.split("Lines from a client", 1)
+        for verbs_, part in ((SERVER_VERBS, server), (CLIENT_VERBS, client)):
+            listed = {m[1]: int(m[2].replace(",", ""))
+                      for m in re.finditer(r"^\| `([A-Z_]+)` \| ([\d,]+) \|$", part, re.M)}
+            self.assertEqual(listed, {n: v.worst_case_line() for n, v in verbs_.items()})
 
 class AnnouncedLimitsTests(SynchronousTestCase):
     def test_round_trip(self):
@@ -294,3 +305,4 @@ class AnnouncedLimitsTests(SynchronousTestCase):
             with self.assertRaises(WireError) as caught:
                 AnnouncedLimits.parse(text)
             self.assertEqual(caught.exception.code, Code.BAD_ARGUMENTS)
+

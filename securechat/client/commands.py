@@ -142,11 +142,13 @@ def _topic(context, rest):
     return context.session.set_topic(current_room(context), rest)
 
 
+_SET_USAGE = "/set invite_only on|off, /set password TEXT, or /set retention DAYS"
+
+
 def _set(context, rest):
-    setting, value = (words(rest, 2, "/set invite_only on|off, or /set password TEXT")
-                      if " " in rest else (rest, ""))
-    if setting not in ("invite_only", "password"):
-        raise WireError("BAD_ARGUMENTS", "usage: /set invite_only on|off, or /set password TEXT")
+    setting, value = (words(rest, 2, _SET_USAGE) if " " in rest else (rest, ""))
+    if setting not in ("invite_only", "password", "retention"):
+        raise WireError("BAD_ARGUMENTS", f"usage: {_SET_USAGE}")
     return context.session.configure(current_room(context), setting, value or None)
 
 
@@ -203,8 +205,9 @@ SHARED_COMMANDS = CommandTable([
             lambda c, r: _kick(c, r, ban=True), NICK),
     Command("unban", "/unban NICK", "let a banned user join again", _unban, NICK),
     Command("topic", "/topic TEXT", "set the current room's topic", _topic),
-    Command("set", "/set invite_only on|off | /set password [TEXT]",
-            "owner: make the room invite-only, or set or clear its join password", _set),
+    Command("set", "/set invite_only on|off | /set password [TEXT] | /set retention DAYS",
+            "owner: make the room invite-only, set or clear its join password, or keep its "
+            "messages fewer days than the server does (0: as the server does)", _set),
     Command("rotate", "/rotate", "make a new room key now (after a member leaves, say)",
             _rotate),
     Command("history_policy", "/history_policy joined|shared",

@@ -19,6 +19,7 @@ from securechat.constants import (
     LIST_PAGE,
     MAX_HISTORY_PAGE,
     MAX_REASON_LENGTH,
+    MAX_RETENTION_DAYS,
     ROTATE_AFTER_MESSAGES,
     ROTATE_AFTER_SECONDS,
     SYNC_PAGE,
@@ -73,11 +74,6 @@ class ServiceSettings:
     storage: StorageLimits = StorageLimits()
     # Days messages are kept; 0 for ever. A room may ask for less.
     retention_days: int = 0
-
-
-# The longest retention a room's owner may ask for (ten years; 0 means the
-# server's setting): enough for any team, and the number stays small.
-MAX_RETENTION_DAYS = 3650
 
 
 def _page(items: list, key, after: str | None, size: int) -> tuple[list, tuple[str, ...]]:
