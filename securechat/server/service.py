@@ -129,6 +129,9 @@ class ChatService(service.Service):
         return d
 
     def _loaded(self, snapshot) -> None:
+        if not self.running:
+            # Stopped while loading: start nothing that would use the closed store.
+            return None
         self.accounts = AccountRegistry(snapshot.users, self.settings.registration)
         self.rooms = RoomRegistry(snapshot.rooms, self.settings.limits)
         self.requests = WrapRequestQueue(snapshot.wrap_requests)
@@ -156,6 +159,7 @@ class ChatService(service.Service):
 
     @defer.inlineCallbacks
     def stopService(self):  # noqa: N802
+        yield super().stopService()
         if self.operator is not None:
             yield self.operator.stop()
         yield self.fanout.stop()
@@ -163,7 +167,6 @@ class ChatService(service.Service):
         if self.ready.called:
             yield self.housekeeping.stop()
         yield self.store.close()
-        yield super().stopService()
 
     def now(self) -> float:
         return self.clock.seconds()
