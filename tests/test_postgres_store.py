@@ -3,12 +3,13 @@ tests.services): the behaviour every store shares, and what two daemons
 sharing one database rely on, each daemon being a store with its own pool."""
 
 import psycopg2
+import psycopg2.errors
 from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
 from securechat.server import sqlite_store
 from securechat.server.postgres_store import MIGRATIONS, PostgresStore, StoreUnavailable
-from securechat.server.store import EpochConflict, EpochRow
+from securechat.server.store import EpochConflict, EpochRow, StorageFull
 from tests.services import postgres_database
 from tests.test_sqlite_store import StoreTests, keyed_room, message, user
 
@@ -44,6 +45,14 @@ class PostgresStoreTests(StoreTests, TestCase):
         store = self.open_store()
         yield store.load()
         return store
+
+    def test_disk_full_is_storage_full(self):
+        """PostgreSQL's disk_full (SQLSTATE 53100) fails the transaction as StorageFull."""
+
+        def interaction(txn):
+            raise psycopg2.errors.DiskFull("could not extend file: No space left on device")
+
+        return self.assertFailure(self.store._run(interaction), StorageFull)
 
     def test_migrations_match_sqlite(self):
         """PostgreSQL has its own form of every SQLite schema version, and no other."""

@@ -17,6 +17,7 @@ from securechat.server.store import (
     MessageRow,
     NameTaken,
     RegistrationTokenInvalid,
+    StorageFull,
     UserRow,
     WrapRequestRow,
     WrapRow,
@@ -65,6 +66,55 @@ class StoreTests:
         yield self.sql("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
         failure = yield self.assertFailure(self.open_store().load(), RuntimeError)
         self.assertIn("upgrade securechat", str(failure))
+
+    @defer.inlineCallbacks
+    def test_expired_messages_purged_and_seq_goes_on(self):
+        """purge_messages deletes only messages older than the cut, oldest first, at
+        most the limit per call; with all gone, the next message and a reload go on
+        from the last seq, never reusing one."""
+        owner = yield self.store.add_user(user(1), 1.0, None)
+        room = yield keyed_room(self.store, "#lab", owner)
+        rows = [MessageRow(room, owner, 1, n, b"m%d" % n, b"tok", b"sig", float(n))
+                for n in range(1, 6)]
+        yield self.store.append_messages(rows)
+        self.assertEqual((yield self.store.purge_messages(room, 4.0, 2)), 2)
+        self.assertEqual((yield self.store.purge_messages(room, 4.0, 2)), 1)
+        self.assertEqual((yield self.store.purge_messages(room, 4.0, 2)), 0)
+        kept = yield self.store.history(room, None, 0, 10)
+        self.assertEqual([r.server_seq for r in kept], [4, 5])
+        self.assertEqual((yield self.store.purge_messages(room, 100.0, 10)), 2)
+        [reloaded] = (yield self.reopen()).rooms
+        self.assertEqual(reloaded.last_seq, 5)
+        [result] = yield self.store.append_messages([message(room, owner, 9)])
+        self.assertEqual(result.server_seq, 6)
+
+    @defer.inlineCallbacks
+    def test_usage_adds_up_per_day(self):
+        """Stored bytes add up per user and day; days before yesterday are forgotten."""
+        first = yield self.store.add_user(user(1), 1.0, None)
+        second = yield self.store.add_user(user(2), 1.0, None)
+        yield self.store.add_usage(10, {first: 100})
+        yield self.store.add_usage(10, {first: 50, second: 7})
+        self.assertEqual((yield self.store.usage(10)), {first: 150, second: 7})
+        yield self.store.add_usage(12, {first: 1})
+        self.assertEqual((yield self.store.usage(10)), {})
+
+    @defer.inlineCallbacks
+    def test_prune_idle_users(self):
+        """Accounts never in a room and older than the cut go, with what names them;
+        one that joined a room, even once, stays, and so does a newer one."""
+        idle = yield self.store.add_user(user(1), 1.0, None)
+        member = yield self.store.add_user(user(2), 1.0, None)
+        newer = yield self.store.add_user(user(3), 100.0, None)
+        room = yield self.store.create_room("#lab", member, 1.0)
+        yield self.store.add_invite(room, idle, member, b"sig", 1.0)
+        other = yield self.store.add_user(user(4), 1.0, None)
+        yield self.store.add_member(room, other, "member", 1.0)
+        yield self.store.remove_member(room, other, None, 2.0)
+        self.assertEqual((yield self.store.prune_idle_users(50.0)), ["user1"])
+        left = {u.id for u in (yield self.store.load_users())}
+        self.assertEqual(left, {member, newer, other})
+        self.assertNotIn(idle, (yield self.reopen()).rooms[0].invites)
 
     @defer.inlineCallbacks
     def test_users_round_trip_and_tokens(self):
@@ -338,6 +388,22 @@ class SQLiteStoreTests(StoreTests, TestCase):
             rows = connection.execute(statement).fetchall()
         connection.close()
         return defer.succeed(rows)
+
+    @defer.inlineCallbacks
+    def test_full_disk_is_storage_full(self):
+        """SQLite's "database or disk is full" (what ENOSPC becomes) fails the write as
+        StorageFull and keeps nothing of it; the same write works once there is room."""
+        owner = yield self.store.add_user(user(1), 1.0, None)
+        room = yield keyed_room(self.store, "#lab", owner)
+        connection = self.store._runner.connection
+        pages = connection.execute("PRAGMA page_count").fetchone()[0]
+        connection.execute(f"PRAGMA max_page_count = {pages}")
+        big = MessageRow(room, owner, 1, 1, b"m1", b"t" * 100_000, b"sig", 1.0)
+        yield self.assertFailure(self.store.append_messages([big]), StorageFull)
+        self.assertEqual((yield self.sql("SELECT COUNT(*) FROM messages")), [(0,)])
+        connection.execute("PRAGMA max_page_count = 1073741823")
+        [result] = yield self.store.append_messages([big])
+        self.assertEqual(result.outcome, "stored")
 
     def test_durability_pragmas_and_mode(self):
         """The database runs in WAL mode with synchronous=FULL and foreign keys, owner-only."""
