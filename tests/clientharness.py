@@ -66,6 +66,14 @@ class Network:
             self.connect(rig)
         return rig
 
+    def members(self, *names, room="#lab") -> list[Rig]:
+        """Clients of C{names}, each joined to C{room} in turn (the first makes it)."""
+        rigs = [self.client(name) for name in names]
+        for rig in rigs:
+            rig.session.join(room)
+            self.settle()
+        return rigs
+
     def connect(self, rig: Rig) -> None:
         server_protocol = self.server.factory.buildProtocol(None)
         client_protocol = ClientProtocol(rig.session, self.clock)

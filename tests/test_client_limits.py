@@ -67,11 +67,7 @@ class UnreadableLineTests(SynchronousTestCase):
 
     def setUp(self):
         self.net = Network()
-        self.alice = self.net.client("alice")
-        self.bob = self.net.client("bob")
-        for rig in (self.alice, self.bob):
-            rig.session.join("#lab")
-            self.net.settle()
+        self.alice, self.bob = self.net.members("alice", "bob")
         self.alice.session.send_text("#lab", "before")
         self.net.settle()
 
@@ -138,10 +134,7 @@ class OfflinePartTests(SynchronousTestCase):
         """/part while disconnected leaves the room at once here, and the server is
         told after the next login, before the room could be listed again."""
         net = Network()
-        alice, bob = net.client("alice"), net.client("bob")
-        for rig in (alice, bob):
-            rig.session.join("#lab")
-            net.settle()
+        alice, bob = net.members("alice", "bob")
         net.disconnect(bob)
         self.successResultOf(bob.session.part("#lab", "bye"))
         self.assertNotIn("#lab", bob.session.rooms)
@@ -161,11 +154,7 @@ class WaitingMessagesTests(SynchronousTestCase):
 
     def rigs(self, **server_options):
         net = Network(**server_options)
-        alice, bob = net.client("alice"), net.client("bob")
-        for rig in (alice, bob):
-            rig.session.join("#lab")
-            net.settle()
-        return net, alice, bob
+        return (net, *net.members("alice", "bob"))
 
     def test_daily_budget_spent_waits_for_the_next_day(self):
         """Past the day's storage budget the message waits, the user hears when it goes

@@ -280,11 +280,7 @@ class AttackTests(SynchronousTestCase):
 
     def setUp(self):
         self.net = Network()
-        self.alice = self.net.client("alice")
-        self.bob = self.net.client("bob")
-        for rig in (self.alice, self.bob):
-            rig.session.join("#lab")
-            self.net.settle()
+        self.alice, self.bob = self.net.members("alice", "bob")
         self.alice.session.send_text("#lab", "hello")
         self.net.settle()
 
