@@ -125,7 +125,8 @@ def within_budget(rows, keep_newest: bool):
     slow-reader limit. The client pages on for the rest."""
     kept, size = [], 0
     for row in reversed(rows) if keep_newest else rows:
-        size += len(row.token) + len(row.signature) + 256
+        # The line's size: base64 of token and signature, and the other fields.
+        size += (len(row.token) + len(row.signature)) * 4 // 3 + 256
         if kept and size > REPLY_BUDGET_BYTES:
             break
         kept.append(row)
