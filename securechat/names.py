@@ -15,6 +15,10 @@ def fold(name: str) -> str:
     return name.casefold()
 
 
+def is_nick(nick: str) -> bool:
+    return _NICK.match(nick) is not None
+
+
 def check_nick(nick: str) -> str:
     if not _NICK.match(nick):
         raise WireError(
