@@ -4,7 +4,7 @@ what a key rotation costs the member who makes it."""
 import time
 
 from benchmarks import identities
-from securechat.crypto.envelope import MessageHeader, open_sealed, seal
+from securechat.crypto.envelope import LogPosition, MessageHeader, open_sealed, seal
 from securechat.crypto.roomkeys import new_epoch, new_room_key
 
 ROUNDS = 50
@@ -24,8 +24,9 @@ def measure(members: int = 500) -> list[tuple[str, str]]:
     key = new_room_key()
     header = MessageHeader("#bench", 1, 1, b"\0" * 16)
     body = "x" * 200
-    token, signature = seal(key, sender, header, body, 0)
-    seal_cost = _each(lambda: seal(key, sender, header, body, 0))
+    at = LogPosition(1, b"\0" * 32)
+    token, signature = seal(key, sender, header, body, 0, at)
+    seal_cost = _each(lambda: seal(key, sender, header, body, 0, at))
     open_cost = _each(lambda: open_sealed(key, sender.public, header, token, signature))
     roster = [sender.public] * members
     started = time.perf_counter()

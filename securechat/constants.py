@@ -10,7 +10,7 @@ a limit, a key size or a timeout.
 # The protocol name and version sent in the greeting; a client refuses a
 # server whose major version it does not speak.
 PROTOCOL_NAME = "securechat"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 # 64 KiB per line once authenticated: room for a 32 KiB attachment chunk as a
 # Fernet token (about 44 KB) plus its signature, and no more.
@@ -176,6 +176,10 @@ MAX_HISTORY_PAGE = 500
 # SYNC sends at most this many messages per room before saying MORE; the
 # client pages on with HISTORY.
 SYNC_PAGE = 1000
+
+# LOG answers at most this many entries per request (and no more than the
+# reply budget); the client asks on from where it stopped.
+LOG_PAGE = 500
 
 # WHO and LIST answer at most this many members or rooms per request (about
 # 280 KB and 330 KB at worst); the client asks on from the last one. A member

@@ -1,9 +1,10 @@
-"""Tests for securechat.client.keyring: keys kept only when their record vouches."""
+"""Tests for securechat.client.keyring: keys kept only when a checked entry
+(or, before the room logs, a signed record) commits to them."""
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from securechat.client.keyring import RoomKeyring
-from securechat.crypto.roomkeys import RoomKeyError, new_epoch
+from securechat.client.keyring import Commitment, RoomKeyring
+from securechat.crypto.roomkeys import RoomKeyError, key_id, new_epoch, new_room_key
 from tests.identities import identity
 
 
@@ -19,31 +20,46 @@ class KeyringTests(SynchronousTestCase):
         key, record, signature, wraps = epoch(1)
         self.assertFalse(keyring.add_wrap(identity("bob"), "#lab", 1, wraps[identity("bob").fingerprint]))
         self.assertIsNone(keyring.key("#lab", 1))
-        keyring.add_record("#lab", 1, record.encode(), signature, "alice", identity("alice").public)
+        keyring.add_record("#lab", 1, record.encode(), signature, identity("alice").public)
         self.assertEqual(keyring.key("#LAB", 1), key)
 
-    def test_records_must_chain(self):
-        """A record whose previous hash is not the known previous record is refused."""
+    def test_record_of_another_room_refused(self):
+        """A record presented for another room or epoch than its own is refused."""
+        _, record, signature, _ = epoch(1)
+        self.assertRaises(RoomKeyError, RoomKeyring().add_record, "#ops", 1, record.encode(),
+                          signature, identity("alice").public)
+        self.assertRaises(RoomKeyError, RoomKeyring().add_record, "#lab", 2, record.encode(),
+                          signature, identity("alice").public)
+
+    def test_two_commitments_for_one_epoch_refused(self):
+        """A second, different commitment for an epoch is refused: two views of a room."""
         keyring = RoomKeyring()
-        _, first, first_signature, _ = epoch(1)
-        keyring.add_record("#lab", 1, first.encode(), first_signature, "alice", identity("alice").public)
-        _, unchained, signature, _ = epoch(2)
-        self.assertRaises(RoomKeyError, keyring.add_record, "#lab", 2, unchained.encode(),
-                          signature, "alice", identity("alice").public)
+        keyring.commit(Commitment("#lab", 1, b"a" * 16))
+        keyring.commit(Commitment("#lab", 1, b"a" * 16))
+        self.assertRaises(RoomKeyError, keyring.commit, Commitment("#lab", 1, b"b" * 16))
+
+    def test_own_key_waits_for_its_entry(self):
+        """A key we made is usable once its entry commits to it, and only if it matches."""
+        keyring = RoomKeyring()
+        key = new_room_key()
+        keyring.add_own_key("#lab", 1, key)
+        self.assertIsNone(keyring.key("#lab", 1))
+        keyring.commit(Commitment("#lab", 1, key_id(key, "#lab", 1)))
+        self.assertEqual(keyring.key("#lab", 1), key)
 
     def test_record_signed_by_someone_else(self):
         """A record that does not verify with the named rotator's key is refused."""
         _, record, signature, _ = epoch(1)
         self.assertRaises(RoomKeyError, RoomKeyring().add_record, "#lab", 1, record.encode(),
-                          signature, "bob", identity("bob").public)
+                          signature, identity("bob").public)
 
     def test_shared_history_unlocks_backwards(self):
         """In a shared room the newest key unlocks the older epochs through the chain."""
         old_key, first, s1, _ = epoch(1, history="shared")
         new_key, second, s2, wraps = epoch(2, first, old_key, "shared")
         keyring = RoomKeyring()
-        keyring.add_record("#lab", 1, first.encode(), s1, "alice", identity("alice").public)
-        keyring.add_record("#lab", 2, second.encode(), s2, "alice", identity("alice").public)
+        keyring.add_record("#lab", 1, first.encode(), s1, identity("alice").public)
+        keyring.add_record("#lab", 2, second.encode(), s2, identity("alice").public)
         keyring.add_wrap(identity("bob"), "#lab", 2, wraps[identity("bob").fingerprint])
         self.assertEqual(keyring.key("#lab", 1), old_key)
 
@@ -51,8 +67,8 @@ class KeyringTests(SynchronousTestCase):
         """Keys and records survive a save and load."""
         key, record, signature, wraps = epoch(1)
         keyring = RoomKeyring()
-        keyring.add_record("#lab", 1, record.encode(), signature, "alice", identity("alice").public)
+        keyring.add_record("#lab", 1, record.encode(), signature, identity("alice").public)
         keyring.add_wrap(identity("bob"), "#lab", 1, wraps[identity("bob").fingerprint])
         restored = RoomKeyring(keyring.to_dict())
         self.assertEqual(restored.key("#lab", 1), key)
-        self.assertEqual(restored.record("#lab", 1).record, record)
+        self.assertEqual(restored.commitment("#lab", 1).key_id, record.key_id)

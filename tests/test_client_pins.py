@@ -2,7 +2,7 @@
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from securechat.client.pins import CHANGED, NEW, SAME, PinStore
+from securechat.client.pins import ALIAS, CHANGED, NEW, SAME, PinStore
 from tests.identities import identity
 
 
@@ -29,8 +29,27 @@ class PinStoreTests(SynchronousTestCase):
         """Verified marks survive a save, and a change voids verification."""
         pins = PinStore()
         pins.observe("bob", identity("bob").public)
-        pins.mark_verified("bob")
+        self.assertTrue(pins.mark_verified("bob", identity("bob").fingerprint))
         restored = PinStore(pins.to_dict())
         self.assertTrue(restored.verified("bob"))
         restored.observe("bob", identity("mallory").public)
         self.assertFalse(restored.verified("bob"))
+        self.assertTrue(restored.verified_then_changed("bob"))
+
+    def test_verifying_a_key_no_longer_shown_fails(self):
+        """Confirming the number of a key that is not (or no longer) bob's marks nothing;
+        confirming the announced new key accepts it, verified."""
+        pins = PinStore()
+        pins.observe("bob", identity("bob").public)
+        self.assertFalse(pins.mark_verified("bob", identity("mallory").fingerprint))
+        pins.observe("bob", identity("mallory").public)
+        self.assertTrue(pins.mark_verified("bob", identity("mallory").fingerprint))
+        self.assertEqual(pins.usable("bob"), identity("mallory").public)
+        self.assertTrue(pins.verified("bob"))
+
+    def test_one_key_under_two_nicks_is_refused(self):
+        """A key pinned for bob, offered under the nick robert, is an alias: refused."""
+        pins = PinStore()
+        pins.observe("bob", identity("bob").public)
+        self.assertEqual(pins.observe("robert", identity("bob").public), ALIAS)
+        self.assertIsNone(pins.pinned("robert"))

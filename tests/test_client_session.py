@@ -1,16 +1,16 @@
 """Tests for securechat.client.session: real sessions against the real
-service in one process (see tests.clientharness), including the attack cases
-of the key protocol."""
+service in one process (see tests.clientharness), and the attacks a member
+(or the server) can make with single messages and key lines. Attacks on
+rooms (their logs) are in tests.test_malicious_server."""
 
 import os
 
-from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
-from securechat.client.keyring import RoomKeyring
-from securechat.client.state import LocalRoom
-from securechat.crypto.envelope import MessageHeader, seal
+from securechat.client.keyring import Commitment, RoomKeyring
+from securechat.crypto.envelope import LogPosition, MessageHeader, seal
 from securechat.crypto.identity import safety_number
+from securechat.crypto.roomkeys import key_id, new_room_key, wrap_key
 from tests.clientharness import Network
 from tests.identities import identity
 
@@ -53,7 +53,7 @@ class ConversationTests(SynchronousTestCase):
 
         self.bob.session._on_key = lose_the_next_wrap
         # Nor does bob ask for it at once (his request would be lost too).
-        self.bob.session._check_key = lambda room: None
+        self.bob.session.request_key = lambda room: None
         self.alice.session.rotate("#lab")
         self.net.settle()
         self.say(self.alice, "in the epoch whose wrap was lost")
@@ -76,37 +76,13 @@ class ConversationTests(SynchronousTestCase):
         self.say(self.alice, "same epoch")
         self.assertIn(("alice", "same epoch"), self.bob.texts())
 
-    def test_request_overtaken_by_a_rotation_makes_no_other(self):
-        """A key request still being looked at when a rotation ends (one that
-        included the member) is dropped, not answered with another epoch."""
-        self.say(self.alice, "first")
-        epoch = self.alice.session.rooms["#lab"].epoch
-        self.alice.session._own_wraps.clear()  # as after a restart
-        original, held = self.alice.session._members, []
-
-        def first_answer_held(room):
-            if held:
-                return original(room)
-            held.append(defer.Deferred())
-            original(room).addCallback(held.append)
-            return held[0]
-
-        self.alice.session._members = first_answer_held
-        self.alice.session._on_wrapreq("#lab", epoch, "bob")
-        self.net.settle()
-        self.alice.session.rotate("#lab")
-        self.net.settle()
-        held[0].callback(held[1])
-        self.net.settle()
-        self.assertEqual(self.alice.session.rooms["#lab"].epoch, epoch + 1)
-
     def test_request_we_cannot_answer_any_more_is_let_go(self):
         """A key request pushed to a member the server no longer counts as a
         holder (its view moved on meanwhile) is let go quietly: the refusal of
         our answer is no error."""
         self.say(self.alice, "first")
         carol = self.net.client("carol")
-        carol.session._check_key = lambda room: None
+        carol.session.request_key = lambda room: None
         carol.session.join("#lab")
         self.net.settle()
         epoch = carol.session.rooms["#lab"].epoch
@@ -256,13 +232,36 @@ class ConversationTests(SynchronousTestCase):
         self.say(self.alice, "before")
         saved = self.bob.saved
         for room in saved["rooms"]:
-            for key in ("vouched", "invite_only", "roster_pinned"):
+            for key in ("told", "unreadable"):
                 room.pop(key, None)
             room["senders"] = {"alice": 1}
         self.net.disconnect(self.bob)
         bob = self.net.client("bob", saved)
         self.say(self.alice, "after")
         self.assertEqual(bob.texts(), [("alice", "after")])
+
+    def test_sequence_numbers_survive_a_part_and_a_rejoin(self):
+        """After a part and a rejoin, a member's messages go on from the seq they had
+        reached (the server refuses a seq used before): none is lost (class D)."""
+        for n in range(3):
+            self.say(self.bob, f"before {n}")
+        self.bob.session.part("#lab")
+        self.net.settle()
+        self.bob.session.join("#lab")
+        self.net.settle()
+        self.say(self.bob, "after the rejoin")
+        self.assertEqual(self.bob.of("error"), [])
+        self.assertIn(("bob", "after the rejoin"), self.alice.texts())
+
+    def test_seq_reused_is_sent_again_not_lost(self):
+        """A client that lost its counters (a state from an old backup) has its
+        message refused as SEQ_REUSED: it goes again under a new seq, never lost."""
+        self.say(self.bob, "one")
+        self.say(self.bob, "two")
+        self.bob.session.sender.next_seqs.clear()
+        self.say(self.bob, "three")
+        self.assertEqual(self.bob.of("error"), [])
+        self.assertEqual([t for _, t in self.alice.texts()], ["one", "two", "three"])
 
     def test_verify_safety_number(self):
         """/verify shows the same safety number on both sides."""
@@ -274,9 +273,25 @@ class ConversationTests(SynchronousTestCase):
         expected = safety_number(identity("alice").public, "alice", identity("bob").public, "bob")
         self.assertEqual(a["number"].replace(" ", ""), expected)
 
+    def test_verification_is_recorded_and_kept(self):
+        """/verify NICK then /verify NICK yes marks the peer verified, and the mark
+        survives a restart of the client."""
+        self.alice.session.verify("bob")
+        self.alice.session.verify("bob", confirm=True)
+        self.net.settle()
+        self.assertTrue(self.alice.session.pins.verified("bob"))
+        alice = self.net.restart_client(self.alice)
+        self.assertTrue(alice.session.pins.verified("bob"))
 
-class AttackTests(SynchronousTestCase):
-    """The key protocol's attack cases, each with the server (or a member) misbehaving."""
+    def test_confirming_needs_the_number_shown(self):
+        """Confirming a verification without having been shown the number is refused."""
+        failure = self.failureResultOf(self.alice.session.verify("bob", confirm=True))
+        self.assertIn("first /verify bob", failure.getErrorMessage())
+        self.assertFalse(self.alice.session.pins.verified("bob"))
+
+
+class MessageAttackTests(SynchronousTestCase):
+    """Single messages and key lines as a malicious server or member makes them."""
 
     def setUp(self):
         self.net = Network()
@@ -286,47 +301,34 @@ class AttackTests(SynchronousTestCase):
 
     def forge_message(self, signer, claimed_sender, text, seq=50, epoch=None, room="#lab"):
         """A MESSAGE line as a malicious server or member could make it."""
-        epoch = epoch or self.alice.session.rooms["#lab"].epoch
+        log = self.alice.session.logs.get("#lab")
+        epoch = epoch or log.state.epoch
         key = self.alice.session.keys.key("#lab", epoch)
         message_id = os.urandom(16)
         token, signature = seal(key, identity(signer), MessageHeader(room, epoch, seq, message_id),
-                                text, 1)
+                                text, 1, LogPosition(log.length, log.state.head))
         return {"room": "#lab", "server_seq": 99, "sender": claimed_sender, "epoch": epoch,
                 "seq": seq, "message_id": message_id, "token": token, "signature": signature,
                 "received_ms": 0}
 
-    def test_server_substitutes_pinned_key(self):
-        """If the server swaps bob's key, alice is warned loudly and stops wrapping keys for him."""
-        user = self.net.server.service.accounts.find("bob")
-        mallory = identity("mallory").public
-        user.sign_key, user.enc_key, user.enc_signature = (mallory.sign_der, mallory.enc_der,
-                                                           mallory.enc_signature)
-        self.net.server.service.accounts._identities.pop(user.id, None)
-        self.alice.session.rotate("#lab")
-        self.net.settle()
-        [changed] = self.alice.of("identity_changed")
-        self.assertEqual(changed["nick"], "bob")
-        self.assertEqual(self.alice.of("rotated")[-1]["members"], 1)
+    def stored(self):
+        row = self.net.server.service.store._runner.connection.execute(
+            "SELECT server_seq, epoch, seq, message_id, token, signature FROM messages").fetchone()
+        return {"room": "#lab", "sender": "alice", "received_ms": 0,
+                **dict(zip(["server_seq", "epoch", "seq", "message_id", "token", "signature"],
+                           row))}
 
     def test_replayed_message_shown_once(self):
         """A message the server delivers twice is shown once."""
-        [original] = [m for m in self.bob.of("message")]
-        stored = self.net.server.service.store._runner.connection.execute(
-            "SELECT server_seq, epoch, seq, message_id, token, signature FROM messages").fetchone()
-        args = dict(zip(["server_seq", "epoch", "seq", "message_id", "token", "signature"], stored))
-        self.bob.session.server_event("MESSAGE", {"room": "#lab", "sender": "alice",
-                                                  "received_ms": 0, **args})
+        [original] = self.bob.of("message")
+        self.bob.session.server_event("MESSAGE", self.stored())
         self.net.settle()
         self.assertEqual(self.bob.of("message"), [original])
 
     def test_old_message_replayed_after_seen_window(self):
         """A message replayed after its id left the remembered window is still refused."""
-        stored = self.net.server.service.store._runner.connection.execute(
-            "SELECT server_seq, epoch, seq, message_id, token, signature FROM messages").fetchone()
-        args = dict(zip(["server_seq", "epoch", "seq", "message_id", "token", "signature"], stored))
         self.bob.session.rooms["#lab"].seen.clear()
-        self.bob.session.server_event("MESSAGE", {"room": "#lab", "sender": "alice",
-                                                  "received_ms": 0, **args})
+        self.bob.session.server_event("MESSAGE", self.stored())
         self.net.settle()
         self.assertEqual(len(self.bob.of("message")), 1)
         [refused] = self.bob.of("verification_failed")
@@ -361,9 +363,18 @@ class AttackTests(SynchronousTestCase):
         """Bob signing a message as alice is caught: shown as failed, never as alice's words."""
         self.bob.session.server_event("MESSAGE", self.forge_message("bob", "alice", "I owe bob $100"))
         self.net.settle()
-        [failed] = self.alice.of("verification_failed") or self.bob.of("verification_failed")
+        [failed] = self.bob.of("verification_failed")
         self.assertIn("failed verification", failed["message"])
         self.assertNotIn(("alice", "I owe bob $100"), self.bob.texts())
+
+    def test_message_from_someone_not_in_the_log(self):
+        """A message under a nick the room's log does not have is refused, named."""
+        self.net.client("mallory")
+        forged = self.forge_message("mallory", "mallory", "let me in")
+        self.bob.session.server_event("MESSAGE", forged)
+        self.net.settle()
+        [failed] = self.bob.of("verification_failed")
+        self.assertIn("no member mallory", failed["reason"])
 
     def test_bit_flipped_token(self):
         """A corrupted token is reported, not shown and not a crash."""
@@ -382,100 +393,19 @@ class AttackTests(SynchronousTestCase):
         self.assertEqual((gap["nick"], gap["missing"]), ("alice", 2))
         self.assertEqual(gap["message"], "2 messages from alice missing")
 
-    def alice_record(self, epoch):
-        signed = self.alice.session.keys.record("#lab", epoch)
-        return signed.record.encode(), signed.signature
-
-    def test_server_cannot_slip_in_a_member(self):
-        """A member the server adds to an invite-only room without an op's signed invite
-        gets no key: holders withhold it and rotations leave them out."""
-        self.alice.session.request("SET", "#lab", "invite_only", "on")
+    def test_no_gap_notice_for_a_message_reported_unreadable(self):
+        """A message already reported unreadable is not counted missing again by the
+        gap check when the sender's next one arrives (class E)."""
+        flipped = self.forge_message("alice", "alice", "lost", seq=2)
+        token = bytearray(flipped["token"])
+        token[30] ^= 0x01
+        self.bob.session.server_event("MESSAGE", {**flipped, "token": bytes(token)})
         self.net.settle()
-        mallory = self.net.client("mallory")
-        service = self.net.server.service
-        room, intruder = service.rooms.find("#lab"), service.accounts.find("mallory")
-        service.rooms.add_member(room, intruder.id, "member")
-        mallory.session.rooms["#lab"] = LocalRoom("#lab", epoch=room.epoch)
-        mallory.session._check_key(mallory.session.rooms["#lab"])
+        self.bob.session.server_event("MESSAGE", self.forge_message("alice", "alice", "next",
+                                                                    seq=3))
         self.net.settle()
-        [withheld] = mallory.of("key_withheld")
-        self.assertEqual(withheld["code"], "not_invited")
-        self.alice.session.rotate("#lab")
-        self.net.settle()
-        epoch = self.alice.session.rooms["#lab"].epoch
-        self.assertIsNone(mallory.session.keys.key("#lab", epoch))
-        self.assertEqual(self.alice.of("rotated")[-1]["members"], 2)
-
-    def inject(self, nick, role="member"):
-        """The server adds C{nick} to #lab without any invite."""
-        service = self.net.server.service
-        room = service.rooms.find("#lab")
-        service.rooms.add_member(room, service.accounts.find(nick).id, role)
-
-    def make_invite_only(self):
-        self.alice.session.request("SET", "#lab", "invite_only", "on")
-        self.net.settle()
-
-    def test_epoch_from_untrusted_rotator_refused(self):
-        """An epoch record signed by someone not trusted as a member is refused,
-        so nobody seals messages under a key that person knows."""
-        self.make_invite_only()
-        mallory = self.net.client("mallory")
-        self.inject("mallory")
-        epoch = self.alice.session.rooms["#lab"].epoch + 1
-        previous = self.alice.session.keys.record("#lab", epoch - 1).record
-        from securechat.crypto.roomkeys import new_epoch
-
-        _, record, signature, _ = new_epoch(identity("mallory"), "#lab", epoch, previous, None,
-                                            [identity(n).public for n in ("alice", "mallory")],
-                                            "takeover", "joined", 1)
-        self.alice.session.server_event("EPOCH", {"room": "#lab", "epoch": epoch,
-                                                  "rotator": "mallory", "record": record.encode(),
-                                                  "signature": signature})
-        self.net.settle()
-        self.assertIn("no reason to trust", self.alice.of("verification_failed")[-1]["reason"])
-        self.assertEqual(self.alice.session.rooms["#lab"].epoch, epoch - 1)
-        del mallory
-
-    def test_server_claimed_op_is_not_trusted(self):
-        """A member the server injects with an op role still gets no key."""
-        self.make_invite_only()
-        self.net.client("mallory")
-        self.inject("mallory", role="op")
-        self.alice.session.rotate("#lab")
-        self.net.settle()
-        self.assertEqual(self.alice.of("rotated")[-1]["members"], 2)
-
-    def test_fake_open_flag_does_not_vouch(self):
-        """Once a room was seen invite-only, a server claiming it open vouches nobody."""
-        self.make_invite_only()
-        self.net.client("mallory")
-        self.inject("mallory")
-        self.alice.session.server_event("SETTINGS", {"room": "#lab", "by": "alice",
-                                                     "flags": "joined"})
-        self.alice.session.rotate("#lab")
-        self.net.settle()
-        self.assertEqual(self.alice.of("rotated")[-1]["members"], 2)
-
-    def test_only_the_current_epoch_is_served(self):
-        """A key request naming an old epoch is not answered with that epoch's key."""
-        self.alice.session.rotate("#lab")
-        self.net.settle()
-        self.net.client("carol")
-        self.inject("carol")
-        self.alice.session.server_event("WRAPREQ", {"room": "#lab", "epoch": 1, "nick": "carol"})
-        self.net.settle()
-        self.assertEqual(self.alice.of("key_shared"), [])
-
-    def test_request_answered_meanwhile_is_let_go(self):
-        """A key request that is no longer waiting when this holder answers it
-        (another holder was first) ends quietly, with nothing logged as failed."""
-        self.alice.session.keys = RoomKeyring()
-        self.net.client("carol")
-        self.inject("carol")
-        self.alice.session.server_event("WRAPREQ", {"room": "#lab", "epoch": 1, "nick": "carol"})
-        self.net.settle()
-        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(len(self.bob.of("verification_failed")), 1)
+        self.assertEqual(self.bob.of("gap"), [])
 
     def test_pending_message_not_duplicated(self):
         """A message waiting for its key, delivered again on reconnect, is kept once."""
@@ -486,64 +416,33 @@ class AttackTests(SynchronousTestCase):
         self.bob.session.server_event("MESSAGE", forged)
         self.assertEqual(len(room.pending), 1)
 
-    def test_op_invited_newcomer_trusts_the_owner(self):
-        """A newcomer invited by an op adopts the owner's new key and reads the room
-        (the roster seen on joining is trusted, like keys on first use)."""
-        self.alice.session.request("ROLE", "#lab", "bob", "op")
-        self.make_invite_only()
-        carol = self.net.client("carol")
-        self.bob.session.invite("#lab", "carol")
-        self.net.settle()
-        carol.session.join("#lab")
-        self.net.settle()
-        self.alice.session.send_text("#lab", "from the owner")
-        self.net.settle()
-        self.assertIn(("alice", "from the owner"), carol.texts())
-        self.assertEqual(carol.of("verification_failed"), [])
-
-    def test_kicked_member_readded_by_server_gets_nothing(self):
-        """A kicked member quietly re-added by the server is not trusted again."""
-        self.make_invite_only()
-        self.alice.session.kick("#lab", "bob")
-        self.net.settle()
-        self.inject("bob")
-        self.alice.session.rotate("#lab")
-        self.net.settle()
-        self.assertEqual(self.alice.of("rotated")[-1]["members"], 1)
-
-    def test_invited_member_gets_the_key(self):
-        """In an invite-only room, a member with an op-signed invite is given a key."""
-        self.alice.session.request("SET", "#lab", "invite_only", "on")
-        carol = self.net.client("carol")
-        self.alice.session.invite("#lab", "carol")
-        self.net.settle()
-        carol.session.join("#lab")
-        self.net.settle()
-        self.alice.session.send_text("#lab", "welcome, invited carol")
-        self.net.settle()
-        self.assertIn(("alice", "welcome, invited carol"), carol.texts())
-        self.assertEqual(carol.of("key_withheld"), [])
-
     def test_split_view_key_detected(self):
-        """A wrap of a key other than the one the epoch record commits to is refused."""
-        from securechat.crypto.roomkeys import new_room_key, wrap_key
-
-        epoch = self.bob.session.rooms["#lab"].epoch
+        """A wrap of a key other than the one the epoch's entry commits to is refused."""
+        epoch = self.bob.session.logs.get("#lab").state.epoch
         wrong = wrap_key(new_room_key(), identity("bob").public, "#lab", epoch)
+        right = self.bob.session.keys.commitment("#lab", epoch)
         self.bob.session.keys = RoomKeyring()
-        self.bob.session.keys.add_record(
-            "#lab", epoch, *self.alice_record(epoch), "alice", identity("alice").public)
+        self.bob.session.keys.commit(right)
         self.bob.session.server_event("KEY", {"room": "#lab", "epoch": epoch, "wrapper": "alice",
                                               "wrap": wrong})
         [failed] = self.bob.of("verification_failed")
-        self.assertIn("not the one its record commits to", failed["reason"])
+        self.assertIn("not the one its epoch commits to", failed["reason"])
 
     def test_wrap_for_someone_else(self):
         """A wrap addressed to another member is refused."""
-        from securechat.crypto.roomkeys import new_room_key, wrap_key
-
         wrong = wrap_key(new_room_key(), identity("carol").public, "#lab", 7)
         self.bob.session.server_event("KEY", {"room": "#lab", "epoch": 7, "wrapper": "alice",
                                               "wrap": wrong})
         [failed] = self.bob.of("verification_failed")
         self.assertIn("not wrapped for us", failed["reason"])
+
+    def test_key_before_its_entry_waits_for_it(self):
+        """A wrap that arrives before its epoch's entry is kept unchecked, and used
+        once the entry commits to it; never before."""
+        keys = RoomKeyring()
+        key = new_room_key()
+        wrap = wrap_key(key, identity("bob").public, "#x", 1)
+        self.assertFalse(keys.add_wrap(identity("bob"), "#x", 1, wrap))
+        self.assertIsNone(keys.key("#x", 1))
+        keys.commit(Commitment("#x", 1, key_id(key, "#x", 1)))
+        self.assertEqual(keys.key("#x", 1), key)

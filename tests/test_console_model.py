@@ -40,6 +40,7 @@ class ModelTests(SynchronousTestCase):
     def test_unread_marker_and_counts(self):
         """Messages in a room not on screen count as unread after a marker, which
         clears when the user has been there and leaves."""
+        self.rig.bob_says("zero")
         self.model.switch(STATUS_PANE)
         pane = self.model.pane("#lab")
         before = len(pane.lines)

@@ -4,8 +4,16 @@ replay, each case by itself, with no server and no sockets."""
 from twisted.trial.unittest import SynchronousTestCase
 
 from securechat.roomlog import author
-from securechat.roomlog.entry import LogEntry, LogError, SignedEntry, b64, make
+from securechat.roomlog.entry import (
+    MAX_ROOM_MEMBERS,
+    LogEntry,
+    LogError,
+    SignedEntry,
+    b64,
+    make,
+)
 from securechat.roomlog.state import RoomState, replay
+from securechat.wire.grammar import MAX_ENTRY_BYTES
 from tests.identities import identity
 
 ROOM = "#lab"
@@ -228,6 +236,19 @@ class EpochTests(SynchronousTestCase):
         self.assertEqual(room.state.stale_holders(), {room.fp("erin")})
         room.refused(self, author.rekey(identity("mallory"), room.state, room.fp("alice"),
                                         "erin", NOW), "not erin's")
+
+
+class SizeTests(SynchronousTestCase):
+    def test_epoch_for_the_most_members_fits_a_line(self):
+        """An epoch entry for MAX_ROOM_MEMBERS recipients, with the longest room name,
+        the largest numbers and the longest reason, is within MAX_ENTRY_BYTES."""
+        body = dict(epoch=2**63 - 1, key_id=b64(b"k" * 16),
+                    recipients=sorted(b64(bytes([n % 256, n // 256]) * 16)
+                                      for n in range(MAX_ROOM_MEMBERS)),
+                    prev_box=b64(b"p" * 105), restart=False, reason="\u00e9" * 200)
+        entry = make(identity("alice"), "#" + "r" * 32, 2**63 - 1, b"\xff" * 32, "epoch",
+                     2**63 - 1, **body).entry
+        self.assertLessEqual(len(entry.encode()), MAX_ENTRY_BYTES)
 
 
 class UpgradeTests(SynchronousTestCase):

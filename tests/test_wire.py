@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from securechat.constants import MAX_LINE_AUTHENTICATED, MAX_LINE_UNAUTHENTICATED
 from securechat.crypto.envelope import (
+    LogPosition,
     MAX_MESSAGE_BYTES,
     MessageHeader,
     largest_body,
@@ -255,7 +256,8 @@ class LineLimitTests(SynchronousTestCase):
         counters, seals to a token the grammar accepts; the limit leaves nothing unused."""
         header = MessageHeader("#" + "r" * 32, MAX_INT, MAX_INT, b"\xff" * 16)
         token, _ = seal(Fernet.generate_key(), identity("alice"), header,
-                        "\u00e9" * (MAX_MESSAGE_BYTES // 2), MAX_INT)
+                        "\u00e9" * (MAX_MESSAGE_BYTES // 2), MAX_INT,
+                        LogPosition(MAX_INT, b"\xff" * 32))
         self.assertLessEqual(len(token), MAX_TOKEN_BYTES)
         self.assertEqual(largest_body(token_size(MAX_MESSAGE_BYTES)), MAX_MESSAGE_BYTES)
         self.assertGreater(token_size(MAX_MESSAGE_BYTES + 256), MAX_TOKEN_BYTES)

@@ -174,7 +174,22 @@ def _history(context, rest):
 
 
 def _verify(context, rest):
-    return context.session.verify(words(rest, 1, "/verify NICK")[0])
+    found = rest.split()
+    if len(found) not in (1, 2) or (len(found) == 2 and found[1].lower() != "yes"):
+        raise WireError("BAD_ARGUMENTS", "usage: /verify NICK, then /verify NICK yes if the "
+                                         "numbers match")
+    return context.session.verify(found[0], confirm=len(found) == 2)
+
+
+def _role(context, rest):
+    nick, role = words(rest, 2, "/role NICK owner|op|member")
+    if role not in ("owner", "op", "member"):
+        raise WireError("BAD_ARGUMENTS", "usage: /role NICK owner|op|member")
+    return context.session.set_role(current_room(context), nick, role)
+
+
+def _roomcode(context, rest):
+    context.session.room_code(rest or current_room(context))
 
 
 def _accept(context, rest):
@@ -217,8 +232,15 @@ SHARED_COMMANDS = CommandTable([
     Command("rooms", "/rooms", "the public rooms on this server", _rooms),
     Command("history", "/history [COUNT]", "show earlier messages of the current room",
             _history),
-    Command("verify", "/verify NICK", "show the safety number to compare with NICK in person",
-            _verify, NICK),
+    Command("verify", "/verify NICK [yes]",
+            "show the safety number to compare with NICK in person; with yes, record that "
+            "it matched (NICK is then verified)", _verify, NICK),
+    Command("role", "/role NICK owner|op|member",
+            "owner: make a member an op (who may invite, kick and ban), or hand over the room",
+            _role, NICK),
+    Command("roomcode", "/roomcode [#room]",
+            "the room's code: members who see the same code at the same entry are shown the "
+            "same room", _roomcode, ROOM),
     Command("accept", "/accept NICK", "trust NICK's new identity key after checking it",
             _accept, NICK),
     Command("wait", "/wait SECONDS", "pause before the next command (for scripts)", _wait),

@@ -1,60 +1,105 @@
 # -*- test-case-name: tests.test_client_keyring -*-
-"""The room keys a client holds, and the records that vouch for them.
+"""The room keys a client holds, and what vouches for each.
 
-A key is kept only once it is shown to be the one its epoch's signed record
-commits to; a key that arrives before its record waits for it. In rooms
-with shared history, a newer key unlocks older ones through the records'
-chain. Pure: no I/O; serialised into the encrypted state file.
+Every epoch's key is committed to (an HMAC of it, the key id) by something
+the client checked: the epoch's entry in the room's signed log, or, for
+epochs from before the log, the rotator's signed epoch record. A key is
+kept only once it matches its commitment; one that arrives first waits for
+it. In rooms with shared history a newer key unlocks older ones through
+the chain each commitment carries. Pure: no I/O; saved in the encrypted
+state file.
 """
 
 from dataclasses import dataclass
 
+from cryptography.fernet import Fernet, InvalidToken
+
 from securechat.crypto.identity import PrivateIdentity, PublicIdentity
-from securechat.crypto.roomkeys import EpochRecord, RoomKeyError, unwrap_key
+from securechat.crypto.roomkeys import EpochRecord, RoomKeyError, key_id, unwrap_key
 from securechat.names import fold
 from securechat.wire import b64decode, b64encode
 
 
 @dataclass(frozen=True)
-class SignedRecord:
-    record: EpochRecord
-    signature: bytes
-    rotator: str
+class Commitment:
+    """What a checked entry or record says of an epoch's key.
+
+    @ivar room: the room's name as the key id and the wraps bind it.
+    @ivar prev_box: in shared rooms, the previous key under this one.
+    """
+
+    room: str
+    epoch: int
+    key_id: bytes
+    prev_box: bytes = b""
+
+    def check(self, key: bytes) -> None:
+        if key_id(key, self.room, self.epoch) != self.key_id:
+            raise RoomKeyError(f"the key for {self.room} epoch {self.epoch} is not the one its "
+                               f"epoch commits to")
+
+    def previous_key(self, key: bytes) -> bytes:
+        try:
+            return Fernet(key).decrypt(self.prev_box)
+        except InvalidToken:
+            raise RoomKeyError("the chained previous key does not decrypt") from None
+
+    def to_list(self) -> list:
+        return [self.room, self.epoch, b64encode(self.key_id), b64encode(self.prev_box)]
+
+    @classmethod
+    def from_list(cls, data: list) -> "Commitment":
+        room, epoch, kid, prev_box = data
+        return cls(room, epoch, b64decode(kid), b64decode(prev_box))
 
 
 class RoomKeyring:
     def __init__(self, data: dict | None = None):
         data = data or {}
         self._keys: dict[tuple[str, int], bytes] = {}
-        self._records: dict[tuple[str, int], SignedRecord] = {}
+        self._commitments: dict[tuple[str, int], Commitment] = {}
         self._unchecked: dict[tuple[str, int], bytes] = {}
         for name, key in data.get("keys", {}).items():
             room, epoch = name.rsplit("|", 1)
             self._keys[(room, int(epoch))] = key.encode()
-        for name, (record, signature, rotator) in data.get("records", {}).items():
-            room, epoch = name.rsplit("|", 1)
-            self._records[(room, int(epoch))] = SignedRecord(
-                EpochRecord.decode(b64decode(record)), b64decode(signature), rotator
-            )
+        for saved in data.get("commitments", []):
+            commitment = Commitment.from_list(saved)
+            self._commitments[(fold(commitment.room), commitment.epoch)] = commitment
+        for name, (record, _signature, _rotator) in data.get("records", {}).items():
+            # A state from before the room logs: its records were checked then.
+            legacy = EpochRecord.decode(b64decode(record))
+            self._commitments.setdefault((fold(legacy.room), legacy.epoch), Commitment(
+                legacy.room, legacy.epoch, legacy.key_id, legacy.prev_box))
 
     def to_dict(self) -> dict:
         return {
             "keys": {f"{r}|{e}": k.decode() for (r, e), k in self._keys.items()},
-            "records": {
-                f"{r}|{e}": [b64encode(s.record.encode()), b64encode(s.signature), s.rotator]
-                for (r, e), s in self._records.items()
-            },
+            "commitments": [c.to_list() for c in self._commitments.values()],
         }
 
-    # -- records ---------------------------------------------------------------
+    # -- commitments -----------------------------------------------------------
 
-    def record(self, room: str, epoch: int) -> SignedRecord | None:
-        return self._records.get((fold(room), epoch))
+    def commitment(self, room: str, epoch: int) -> Commitment | None:
+        return self._commitments.get((fold(room), epoch))
 
-    def add_record(self, room: str, epoch: int, data: bytes, signature: bytes, rotator: str,
+    def commit(self, commitment: Commitment) -> None:
+        """An epoch's commitment, from a checked log entry or record.
+
+        @raise RoomKeyError: a different one for the same epoch (a split view).
+        """
+        place = (fold(commitment.room), commitment.epoch)
+        known = self._commitments.get(place)
+        if known is not None and known != commitment:
+            raise RoomKeyError(f"two different keys were announced for epoch "
+                               f"{commitment.epoch} of {commitment.room}")
+        self._commitments[place] = commitment
+        waiting = self._unchecked.pop(place, None)
+        if waiting is not None:
+            self._accept_key(commitment.room, commitment.epoch, waiting)
+
+    def add_record(self, room: str, epoch: int, data: bytes, signature: bytes,
                    rotator_identity: PublicIdentity) -> EpochRecord:
-        """Accept a signed epoch record after checking it names this room and
-        epoch, is signed by its rotator, and chains to the record before it.
+        """A signed epoch record from before the room's log, checked and committed.
 
         @raise RoomKeyError: with a reason fit to show the user.
         """
@@ -62,38 +107,33 @@ class RoomKeyring:
         if (fold(record.room), record.epoch) != (fold(room), epoch):
             raise RoomKeyError(f"an epoch record for {room} {epoch} names another room or epoch")
         if not record.verify(signature, rotator_identity):
-            raise RoomKeyError(f"the epoch {epoch} record of {room} is not signed by {rotator}")
-        previous = self.record(room, epoch - 1)
-        if previous is not None and record.prev_hash != previous.record.hash():
-            raise RoomKeyError(f"epoch {epoch} of {room} does not follow the epoch before it")
-        known = self.record(room, epoch)
-        if known is not None and known.record != record:
-            raise RoomKeyError(f"two different records for epoch {epoch} of {room}")
-        self._records[(fold(room), epoch)] = SignedRecord(record, signature, rotator)
-        waiting = self._unchecked.pop((fold(room), epoch), None)
-        if waiting is not None:
-            self._accept_key(room, epoch, waiting)
+            raise RoomKeyError(f"the epoch {epoch} record of {room} is not signed by its "
+                               f"rotator")
+        self.commit(Commitment(record.room, record.epoch, record.key_id, record.prev_box))
         return record
 
     # -- keys ------------------------------------------------------------------
 
     def add_wrap(self, identity: PrivateIdentity, room: str, epoch: int, wrapped: bytes) -> bool:
         """Unwrap a key sent to us; @return: whether it is now usable (its
-        record may not have arrived yet). @raise RoomKeyError: a bad wrap or
-        a key other than the one the record commits to."""
+        commitment may not have arrived yet). @raise RoomKeyError: a bad wrap,
+        or a key other than the one committed to."""
         key = unwrap_key(identity, wrapped, room, epoch)
-        if self.record(room, epoch) is None:
+        if self.commitment(room, epoch) is None:
             self._unchecked[(fold(room), epoch)] = key
             return False
         self._accept_key(room, epoch, key)
         return True
 
     def add_own_key(self, room: str, epoch: int, key: bytes) -> None:
-        """A key we generated ourselves (its record is added by the caller)."""
-        self._accept_key(room, epoch, key)
+        """A key we generated ourselves: usable once its epoch's entry commits to it."""
+        if self.commitment(room, epoch) is None:
+            self._unchecked[(fold(room), epoch)] = key
+        else:
+            self._accept_key(room, epoch, key)
 
     def _accept_key(self, room: str, epoch: int, key: bytes) -> None:
-        self.record(room, epoch).record.check_key(key)
+        self.commitment(room, epoch).check(key)
         self._keys[(fold(room), epoch)] = key
 
     def key(self, room: str, epoch: int) -> bytes | None:
@@ -101,16 +141,16 @@ class RoomKeyring:
         found = self._keys.get((fold(room), epoch))
         if found is not None:
             return found
-        later = self.record(room, epoch + 1)
-        if later is None or not later.record.prev_box:
+        later = self.commitment(room, epoch + 1)
+        if later is None or not later.prev_box:
             return None
         newer = self.key(room, epoch + 1)
         if newer is None:
             return None
         try:
-            key = later.record.previous_key(newer)
-            if self.record(room, epoch) is not None:
-                self.record(room, epoch).record.check_key(key)
+            key = later.previous_key(newer)
+            if self.commitment(room, epoch) is not None:
+                self.commitment(room, epoch).check(key)
         except RoomKeyError:
             return None
         self._keys[(fold(room), epoch)] = key

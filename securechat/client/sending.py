@@ -1,14 +1,21 @@
 # -*- test-case-name: tests.test_client_session -*-
-"""Sending: the outbox on the wire, within the send window, re-keying first
-when the room needs it, and retrying what the server could not take yet."""
+"""Sending: the outbox on the wire, within the send window, under a key
+the room's log says is safe to use, and never a message silently gone.
 
+Before a message is sealed its room must be ready: its log not forked, no
+verified member's key changed behind the user's back, no removed member
+holding the current key (the sender re-keys first), and the key in hand
+(requested from a member, or made anew where the log allows). A message
+the server refuses for good is reported with its text, to send again.
+"""
+
+from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
 
-from securechat.client.outbox import OutboxEntry
+from securechat.client.outbox import Outbox, OutboxEntry
 from securechat.client.state import LocalRoom
 from securechat.constants import ROTATE_AFTER_MESSAGES
-from securechat.crypto.envelope import MessageHeader, seal
-from securechat.crypto.roomkeys import FIRST_EPOCH
+from securechat.crypto.envelope import LogPosition, MessageHeader, seal
 from securechat.names import fold
 from securechat.wire import Code, WireError, b64encode
 
@@ -24,165 +31,276 @@ RETRY_SECONDS = 2.0
 # message is not lost, but it will not go out soon (a daily budget spent).
 LONG_WAIT_SECONDS = 60.0
 
-# A newcomer who wants to send in a room whose key has not reached them
-# yet waits this long for a key holder to answer before making a new key
-# itself: long enough for an online holder, short enough to feel prompt.
+# A newcomer who wants to send in a room whose key was made before they
+# joined waits this long for a key holder to answer before making a new
+# key itself: long enough for an online holder, short enough to feel prompt.
 KEY_WAIT_SECONDS = 5.0
 
+# The code a message too long to send is refused with, before anything leaves.
+MESSAGE_TOO_LONG = "MESSAGE_TOO_LONG"
 
-class SendPath:
-    """Part of L{securechat.client.session.ClientSession}; see there for the state
-    it uses."""
+
+class Sender:
+    """The outbox and the per-room message counters of one session.
+
+    @ivar next_seqs: per room (folded name), the seq our next message takes.
+        Kept across a part and a rejoin: the server refuses a seq used before.
+    """
+
+    def __init__(self, session, outbox: Outbox, next_seqs: dict[str, int]):
+        self._session = session
+        self.outbox = outbox
+        self.next_seqs = next_seqs
+        self.failed = 0
+        self._idle_waiters = []
+        self._pump_call = None
+        self._wait_calls: dict = {}
+        # The cause of waiting messages the user was told of, until one is sent.
+        self._waiting_told: str | None = None
+        # Rooms whose messages wait for the user's decision, as told (once each).
+        self._held_told: dict[str, tuple] = {}
+
+    def to_saved(self) -> dict:
+        return {"outbox": self.outbox.to_list(), "next_seqs": dict(self.next_seqs)}
+
+    def floor_seq(self, room: str, next_seq: int) -> None:
+        """The server's count of our messages in C{room}: never reuse one below it."""
+        key = fold(room)
+        if next_seq > self.next_seqs.get(key, 1):
+            self.next_seqs[key] = next_seq
+            self._session.save()
+
+    def when_idle(self) -> defer.Deferred:
+        """Fire once every queued message has been acknowledged or has failed."""
+        if not len(self.outbox):
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._idle_waiters.append(d)
+        return d
+
+    def connection_lost(self) -> None:
+        self.outbox.connection_lost()
+        for call in self._wait_calls.values():
+            call.cancel()
+        self._wait_calls.clear()
+
+    # -- queueing ---------------------------------------------------------------------
 
     def send_text(self, room_name: str, text: str) -> OutboxEntry:
         """Queue a message; refused at once (never queued) if it cannot be sent
         at all, above all if it is longer than the server stores."""
-        room = self._room(room_name)
-        problem = self.limits.check_message(text)
+        session = self._session
+        room = session.room(room_name)
+        problem = session.limits.check_message(text)
         if problem is not None:
             raise WireError(MESSAGE_TOO_LONG, problem)
+        forked = session.log_sync.forked(room.name)
+        if forked is not None:
+            raise forked
         entry = self.outbox.add(room.name, text)
-        self.save()
-        self._pump()
+        session.save()
+        self.pump()
         return entry
 
-    def _pump(self) -> None:
+    def pump(self) -> None:
         """Put waiting messages on the wire, as keys and the window allow."""
-        if not self.live or self.outbox.in_flight() >= SEND_WINDOW:
+        session = self._session
+        if not session.live or self.outbox.in_flight() >= SEND_WINDOW:
             return
-        blocked = set()
+        ready: dict[str, tuple | None] = {}
         for entry in self.outbox.waiting():
             if self.outbox.in_flight() >= SEND_WINDOW:
                 return
-            if entry.room_key in blocked:
-                continue
-            room = self.rooms.get(entry.room_key)
+            room = session.rooms.get(entry.room_key)
             if room is None:
                 self.outbox.remove(entry)
-                self._send_failed(entry, "NOT_MEMBER", f"you are not in {entry.room}")
+                self.failed_to_send(entry, Code.NOT_MEMBER, f"you are not in {entry.room}")
                 continue
-            key = self.keys.key(room.name, room.epoch) if room.epoch >= FIRST_EPOCH else None
-            if entry.room_key in self._rotating or key is None:
-                blocked.add(entry.room_key)
-                if key is None and entry.room_key not in self._rotating:
-                    self._without_key(room)
+            if entry.room_key not in ready:
+                ready[entry.room_key] = self._ready(room)
+            if ready[entry.room_key] is None:
                 continue
+            epoch, key = ready[entry.room_key]
             if room.epoch_load + self.outbox.in_flight() >= ROTATE_AFTER_MESSAGES:
-                blocked.add(entry.room_key)
+                ready[entry.room_key] = None
                 if not self.outbox.in_flight():
-                    self._start_rotation(room, f"key used for {ROTATE_AFTER_MESSAGES} messages")
+                    session.rotator.start(room.name,
+                                          f"key used for {ROTATE_AFTER_MESSAGES} messages",
+                                          automatic=False)
                 continue
             if not self._within_budget(entry):
                 return
             room.key_wait_since = None
-            self._transmit(entry, room, key)
+            self._transmit(entry, room, epoch, key)
 
-    def _within_budget(self, entry: OutboxEntry) -> bool:
-        """Spend the storage budget the message costs, or come back when it is there."""
-        now = self.clock.seconds()
-        if self.limits.take_message(entry.text, now):
-            return True
-        self._pump_later(self.limits.message_delay(entry.text, now))
-        return False
+    def _ready(self, room: LocalRoom) -> tuple[int, bytes] | None:
+        """The epoch and key to seal C{room}'s messages with now, or None after
+        starting whatever makes it ready (a fetch, a rotation, a key request)."""
+        session = self._session
+        log_ = session.logs.get(room.name)
+        forked = session.log_sync.forked(room.name)
+        if forked is not None:
+            for entry in self.outbox.drop_room(room.name):
+                self.failed_to_send(entry, forked.code, forked.text)
+            return None
+        if log_ is None or not log_.length or log_.length < room.log_length:
+            session.log_sync.fetch(room.name).addErrback(session.passing_failure)
+            session.ensure_log(room.name)
+            return None
+        state = log_.state
+        if session.identity.fingerprint not in state.members:
+            return None
+        holding_up = session.peers.holding_up(state)
+        if holding_up:
+            self._hold(room, "verified_changed", holding_up)
+            return None
+        self._held_told.pop(fold(room.name), None)
+        if room.name in session.rotator:
+            return None
+        reason = session.rotator.needed(state)
+        if reason is not None:
+            session.rotator.start(room.name, reason)
+            return None
+        key = session.keys.key(room.name, state.epoch)
+        if key is None:
+            self._without_key(room, state)
+            return None
+        return state.epoch, key
 
-    def _pump_later(self, delay: float) -> None:
-        """Try the outbox again in C{delay} seconds (once, however often asked)."""
-        if self._pump_call is not None and self._pump_call.active():
-            if self._pump_call.getTime() <= self.clock.seconds() + delay:
-                return
-            self._pump_call.cancel()
-        self._pump_call = self.clock.callLater(delay, self._pump)
-
-    def _without_key(self, room: LocalRoom) -> None:
-        """We want to send but hold no current key: get one, or make one."""
-        if room.epoch < FIRST_EPOCH:
-            self._start_rotation(room, "first key of the room")
+    def _hold(self, room: LocalRoom, why: str, nicks: list[str]) -> None:
+        """Messages wait for the user's decision: say so once per cause."""
+        told = (why, tuple(nicks))
+        if self._held_told.get(fold(room.name)) == told:
             return
-        self._check_key(room)
-        if room.history != "joined":
+        self._held_told[fold(room.name)] = told
+        names = ", ".join(nicks)
+        self._session.emit(
+            "send_held", room=room.name, nicks=nicks,
+            message=f"messages to {room.name} wait: the key of {names}, whom you verified, "
+                    f"changed. /verify {nicks[0]} to compare the new safety number; then "
+                    f"/verify {nicks[0]} yes (or /accept {nicks[0]}) to go on, or /kick "
+                    f"{nicks[0]}")
+
+    def _without_key(self, room: LocalRoom, state) -> None:
+        """We want to send but hold no current key: ask for it, and where the log
+        allows and nobody answers, make a new one."""
+        session = self._session
+        session.request_key(room.name)
+        me = session.identity.fingerprint
+        info = state.current()
+        holders = set(state.holders.get(state.epoch, ())) & set(state.members)
+        if not holders - {me}:
+            # Nobody who is still a member holds it: a new key is the only way.
+            session.rotator.start(room.name, "no member holds the current key")
             return
-        waited = self.clock.seconds() - (room.key_wait_since or self.clock.seconds())
+        since = session.member_since(state)
+        if state.history != "joined" or info.index > since or me in holders:
+            # Our key was made for us (the server owes us its wrap), is shared
+            # to us in turn, or was made without us on purpose: only an answer helps.
+            return
+        waited = session.clock.seconds() - (room.key_wait_since or session.clock.seconds())
         if waited >= KEY_WAIT_SECONDS:
-            self._start_rotation(room, "no key holder answered")
+            session.rotator.start(room.name, "no key holder answered")
         elif fold(room.name) not in self._wait_calls:
-            self._wait_calls[fold(room.name)] = self.clock.callLater(
+            self._wait_calls[fold(room.name)] = session.clock.callLater(
                 KEY_WAIT_SECONDS - waited, self._wait_over, fold(room.name))
 
     def _wait_over(self, key: str) -> None:
         del self._wait_calls[key]
-        self._pump()
+        self.pump()
 
-    def _start_rotation(self, room: LocalRoom, reason: str) -> None:
-        self.rotate(room.name, reason).addErrback(self._rotation_failed, room)
+    def _within_budget(self, entry: OutboxEntry) -> bool:
+        """Spend the storage budget the message costs, or come back when it is there."""
+        limits, now = self._session.limits, self._session.clock.seconds()
+        if limits.take_message(entry.text, now):
+            return True
+        self.pump_later(limits.message_delay(entry.text, now))
+        return False
 
-    def _rotation_failed(self, failure, room: LocalRoom) -> None:
-        if failure.check(ConnectionLost):
-            return
-        self.emit("error", code=getattr(failure.value, "code", "CLIENT"),
-                  message=f"could not rotate the key of {room.name}: {failure.getErrorMessage()}")
-        for entry in self.outbox.drop_room(room.name):
-            self._send_failed(entry, "ROTATION_FAILED", failure.getErrorMessage())
+    def pump_later(self, delay: float) -> None:
+        """Try the outbox again in C{delay} seconds (once, however often asked)."""
+        clock = self._session.clock
+        if self._pump_call is not None and self._pump_call.active():
+            if self._pump_call.getTime() <= clock.seconds() + delay:
+                return
+            self._pump_call.cancel()
+        self._pump_call = clock.callLater(delay, self.pump)
 
-    def _transmit(self, entry: OutboxEntry, room: LocalRoom, key: bytes) -> None:
+    # -- on the wire -------------------------------------------------------------------
+
+    def _transmit(self, entry: OutboxEntry, room: LocalRoom, epoch: int, key: bytes) -> None:
+        session = self._session
         if entry.seq is None:
-            entry.seq = room.next_seq
-            room.next_seq += 1
-            self.save()
-        header = MessageHeader(room.name, room.epoch, entry.seq, entry.message_id)
-        token, signature = seal(key, self.identity, header, entry.text,
-                                int(self.clock.seconds()))
+            entry.seq = self.next_seqs.get(entry.room_key, 1)
+            self.next_seqs[entry.room_key] = entry.seq + 1
+            session.save()
+        log_ = session.logs.get(room.name)
+        header = MessageHeader(room.name, epoch, entry.seq, entry.message_id)
+        token, signature = seal(key, session.identity, header, entry.text,
+                                int(session.clock.seconds()),
+                                LogPosition(log_.length, log_.state.head))
         self.outbox.sending(entry)
-        entry.epoch = room.epoch
-        d = self.request("MSG", room.name, str(room.epoch), str(entry.seq),
-                         b64encode(entry.message_id), b64encode(token), b64encode(signature),
-                         process=False)
+        entry.epoch = epoch
+        d = session.request("MSG", room.name, str(epoch), str(entry.seq),
+                            b64encode(entry.message_id), b64encode(token), b64encode(signature),
+                            process=False)
         d.addCallbacks(self._acknowledged, self._refused, (entry, room), None, (entry, room))
 
     def _acknowledged(self, reply, entry: OutboxEntry, room: LocalRoom) -> None:
+        session = self._session
         verb, args = reply.final
         server_seq = args["server_seq"] if verb == "DUPLICATE" else int(args["a"])
         self.outbox.remove(entry)
         if entry.epoch == room.epoch:
             room.epoch_load += 1
         room.seen.append(entry.message_id.hex())
-        own = room.senders.get(fold(self.nick))
+        own = room.senders.get(fold(session.nick))
         if not isinstance(own, dict):
-            own = room.senders[fold(self.nick)] = {"first": entry.seq, "last": entry.seq,
-                                                   "holes": []}
+            own = room.senders[fold(session.nick)] = {"first": entry.seq, "last": entry.seq,
+                                                      "holes": []}
         own["last"] = max(own["last"], entry.seq)
-        self.save()
+        session.save()
         if entry.waited:
             self._waiting_told = None
-        self.emit("sent", room=entry.room, text=entry.text, server_seq=server_seq, seq=entry.seq,
-                  id=entry.message_id.hex())
+        session.emit("sent", room=entry.room, text=entry.text, server_seq=server_seq,
+                     seq=entry.seq, id=entry.message_id.hex())
         self._after_send()
 
     def _refused(self, failure, entry: OutboxEntry, room: LocalRoom) -> None:
+        session = self._session
         self.outbox.returned(entry)
-        self.limits.give_back_message(entry.text)
+        session.limits.give_back_message(entry.text)
         if failure.check(ConnectionLost):
             return
         error = failure.value
         code = getattr(error, "code", None)
         if code == Code.REKEY_REQUIRED:
             if entry.epoch == room.epoch:
-                self._start_rotation(room, "the server requires a new key")
+                session.rotator.start(room.name, "the server requires a new key",
+                                      automatic=False)
             else:
-                self._pump()
+                self.pump()
         elif code == Code.STALE_EPOCH:
-            self.request("EPOCHS", room.name, str(room.epoch + 1)).addCallback(
-                lambda _: (self._check_key(room), self._pump())).addErrback(
-                lambda f: f.trap(WireError, ConnectionLost))
+            # A newer epoch exists: its entry is on the way, or the log is fetched.
+            session.log_sync.fetch(room.name).addCallback(lambda _: self.pump()).addErrback(
+                session.passing_failure)
+        elif code == Code.SEQ_REUSED:
+            # The server holds another message of ours under this seq (state lost,
+            # or from before a rejoin): the same message goes again under a new one.
+            self.next_seqs[entry.room_key] = max(self.next_seqs.get(entry.room_key, 1),
+                                                 entry.seq + 1)
+            entry.seq = None
+            session.save()
+            self.pump()
         elif code in (Code.RATE_LIMITED, Code.INTERNAL, Code.STORAGE_FULL):
             # Transient on the server's side: the message stays and goes again.
             wait = error.retry_after or RETRY_SECONDS
             entry.waited = True
             self._tell_waiting(entry, code, error.text, wait)
-            self._pump_later(wait)
+            self.pump_later(wait)
         else:
             self.outbox.remove(entry)
-            self._send_failed(entry, code or "CLIENT", failure.getErrorMessage())
-            self._after_send()
+            self.failed_to_send(entry, code or "CLIENT", failure.getErrorMessage())
 
     def _tell_waiting(self, entry: OutboxEntry, code: str, text: str, wait: float) -> None:
         """Say once per cause that messages wait, when they will for long or
@@ -193,16 +311,22 @@ class SendPath:
             return
         self._waiting_told = code
         when = f"in {_duration(wait)}" if code != Code.STORAGE_FULL else "when it has room"
-        self.emit("send_waiting", room=entry.room, code=str(code),
-                  message=f"the server cannot take messages now ({text}); yours wait in the "
-                          f"outbox and go out {when}")
+        self._session.emit("send_waiting", room=entry.room, code=str(code),
+                           message=f"the server cannot take messages now ({text}); yours wait "
+                                   f"in the outbox and go out {when}")
 
-    def _send_failed(self, entry: OutboxEntry, code: str, text: str) -> None:
-        self.failed_sends += 1
-        self.save()
-        self.emit("error", code=str(code), message=f"message to {entry.room} not sent: {text}",
-                  room=entry.room, text=entry.text, id=entry.message_id.hex())
+    def failed_to_send(self, entry: OutboxEntry, code: str, text: str) -> None:
+        """A message that will not go out: the user sees it, with its text, to resend."""
+        self.failed += 1
+        self._session.save()
+        self._session.emit("error", code=str(code),
+                           message=f"message to {entry.room} not sent: {text}",
+                           room=entry.room, text=entry.text, id=entry.message_id.hex())
         self._after_send()
+
+    def drop_room(self, room: str, why: str) -> None:
+        for entry in self.outbox.drop_room(room):
+            self.failed_to_send(entry, Code.NOT_MEMBER, why)
 
     def _after_send(self) -> None:
         if not len(self.outbox):
@@ -210,12 +334,7 @@ class SendPath:
             for waiter in waiters:
                 waiter.callback(None)
         else:
-            self._pump()
-
-
-
-# The code a message too long to send is refused with, before anything leaves.
-MESSAGE_TOO_LONG = "MESSAGE_TOO_LONG"
+            self.pump()
 
 
 def _duration(seconds: float) -> str:

@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_client_session -*-
-"""The headless client: login, sync, keys, the outbox, and events for a UI.
+"""The headless client: login, sync, the rooms, and events for a UI.
 
 A UI (the console, a bot, the batch runner, the benchmark load generator)
 subscribes to L{ClientEvent}s and calls the command methods; it never sees
@@ -7,41 +7,34 @@ a line of the protocol. The session's promise to its user: every message
 they are entitled to is shown; one that cannot be shown yet or ever comes
 with a notice saying why; keys that are missing are fetched or requested
 automatically, and waiting messages decrypt the moment their key arrives.
-"""
 
+The session wires its parts and owns the connection; each part owns its
+state: the room logs and their checking (L{LogSync}, L{RoomLogs}), the
+people and their keys (L{Peers}), epochs and hand-overs (L{Rotator}),
+incoming messages (L{Reception}) and the outbox (L{Sender}).
+"""
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 
 from securechat.client.keyring import RoomKeyring
-from securechat.client.keyservice import KeyService
 from securechat.client.limits import ServerLimits
-from securechat.client.membership import MembershipTrust
+from securechat.client.logclient import LogSync
 from securechat.client.outbox import Outbox
+from securechat.client.peers import Peers
 from securechat.client.pins import PinStore
-from securechat.client.receiving import MessageReception
-from securechat.client.sending import SendPath
-from securechat.client.state import (
-    ClientEvent,
-    LocalRoom,
-    ReportThrottle,
-    SharedOperations,
-    UnsentWraps,
-)
+from securechat.client.receiving import Reception
+from securechat.client.roomlog import RoomLogs
+from securechat.client.rotation import Rotator
+from securechat.client.sending import Sender
+from securechat.client.state import ClientEvent, LocalRoom
+from securechat.client.upgrade import LegacyRooms
 from securechat.constants import PROTOCOL_NAME, PROTOCOL_VERSION
-from securechat.crypto.identity import (
-    PrivateIdentity,
-    invite_signature,
-    login_signature,
-)
-from securechat.crypto.roomkeys import (
-    FIRST_EPOCH,
-    EpochRecord,
-    RoomKeyError,
-    new_epoch,
-)
+from securechat.crypto.identity import PrivateIdentity, login_signature
+from securechat.crypto.roomkeys import RoomKeyError
 from securechat.names import fold
+from securechat.roomlog import author
 from securechat.wire import Code, WireError, b64encode
 from securechat.wire.limits import AnnouncedLimits
 
@@ -49,8 +42,12 @@ log = Logger()
 
 KEY_PENDING_TEXT = "waiting for a room key from a member"
 
+# A key request nobody answers for this long is told as what it may be: a
+# server that withholds the request from the members, or their answers.
+KEY_STALL_SECONDS = 180.0
 
-class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
+
+class ClientSession:
     """One user's view of one server, across reconnections.
 
     @param save: called with the state dict whenever it changed.
@@ -68,54 +65,57 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
         self.clock = clock
         self._save_state = save
         self._binding = channel_binding
-        self.verified_only = share_with_verified_only
         self.registration_token = registration_token
         self.registered = state.get("registered", False)
-        self.pins = PinStore(state.get("pins"))
+        self.peers = Peers(self, PinStore(state.get("pins")), share_with_verified_only)
         self.keys = RoomKeyring(state.get("keyring"))
+        self.logs = RoomLogs(state.get("logs"))
         self.rooms = {fold(r["name"]): LocalRoom.from_dict(r) for r in state.get("rooms", [])}
-        self.outbox = Outbox(state.get("outbox"))
-        # Rooms the user left while offline (folded name to reason): each PART
-        # goes out after the next login, before anything else, and is kept
+        next_seqs = dict(state.get("next_seqs", {}))
+        for saved in state.get("rooms", []):
+            # A state from before the logs kept each room's counter in the room.
+            next_seqs.setdefault(fold(saved["name"]), saved.get("next_seq", 1))
+        self.sender = Sender(self, Outbox(state.get("outbox")), next_seqs)
+        self.reception = Reception(self)
+        self.log_sync = LogSync(self)
+        self.rotator = Rotator(self)
+        self.legacy = LegacyRooms(self)
+        # Rooms the user left while offline (folded name to reason): each part
+        # is appended after the next login, before anything else, and kept
         # (and saved) until the server has taken it.
         self.parts_waiting: dict[str, tuple[str, str]] = {
             fold(name): (name, reason) for name, reason in state.get("parts_waiting", [])}
         self.limits = ServerLimits(state.get("server_limits"))
         self.protocol = None
         self.live = False
-        self.failed_sends = 0
+        self.server_name = None
         self._subscribers = []
         self._queue: list = []
         self._drain_call = None
-        self._pump_call = None
-        # The cause of waiting messages the user was told of, until one is sent.
-        self._waiting_told: str | None = None
-        self._faults = ReportThrottle()
         self._save_call = None
-        self._rotating = SharedOperations()
-        self._fetching = SharedOperations()
-        self._epochs = SharedOperations()
-        # The latest epoch we made in each room, with the wraps we made for it
-        # (folded nick to the identity fingerprint and the base64 wrap): a key
-        # request that crossed one is answered with it, not with another epoch.
-        self._own_wraps: dict[str, tuple[int, dict[str, tuple[bytes, str]]]] = {}
-        # Older epochs whose wrap we asked the server for before giving up on them.
-        self._wraps_asked: set[tuple[str, int]] = set()
-        self._wait_calls: dict = {}
-        self._early_wraps: dict[tuple[str, int], str] = {}
-        self._held_records: dict[tuple[str, int], tuple] = {}
-        self._refused_records: set[tuple[str, int]] = set()
-        # Wraps of our own new epochs not yet acknowledged by the server, kept
-        # (and saved) until they are: a connection cut between ROTATE and the
-        # last WRAP must not leave members without the key they were given.
-        self._unsent_wraps = {(fold(w["room"]), w["epoch"]): UnsentWraps.from_dict(w)
-                              for w in state.get("unsent_wraps", [])}
-        # EPOCH lines still being checked (their rotator's membership may need a WHO).
-        self._epoch_work: set[defer.Deferred] = set()
+        self._stall_calls: dict[str, object] = {}
         self._live_waiters: list[defer.Deferred] = []
-        self._idle_waiters: list[defer.Deferred] = []
+        # The server's last seq of rooms as we join them: a newcomer to a room
+        # whose history is not shared starts reading there.
+        self._server_last_seq: dict[str, int] = {}
 
-    # -- events ----------------------------------------------------------------
+    # -- what UIs use -------------------------------------------------------------
+
+    @property
+    def outbox(self) -> Outbox:
+        return self.sender.outbox
+
+    @property
+    def pins(self) -> PinStore:
+        return self.peers.pins
+
+    @property
+    def failed_sends(self) -> int:
+        return self.sender.failed
+
+    @property
+    def verified_only(self) -> bool:
+        return self.peers.verified_only
 
     def subscribe(self, callback) -> None:
         self._subscribers.append(callback)
@@ -131,9 +131,9 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
             "registered": self.registered,
             "pins": self.pins.to_dict(),
             "keyring": self.keys.to_dict(),
+            "logs": self.logs.to_dict(),
             "rooms": [r.to_dict() for r in self.rooms.values()],
-            "outbox": self.outbox.to_list(),
-            "unsent_wraps": [w.to_dict() for w in self._unsent_wraps.values()],
+            **self.sender.to_saved(),
             "server_limits": self.limits.to_saved(),
             "parts_waiting": sorted(self.parts_waiting.values()),
         }
@@ -144,6 +144,8 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
             self._save_call = self.clock.callLater(0, self.save_now)
 
     def save_now(self) -> None:
+        if self._save_call is not None and self._save_call.active():
+            self._save_call.cancel()
         self._save_call = None
         self._save_state(self.state())
 
@@ -156,13 +158,10 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
 
     def when_idle(self) -> defer.Deferred:
         """Fire once every queued message has been acknowledged or has failed."""
-        if not len(self.outbox):
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._idle_waiters.append(d)
-        return d
+        return self.sender.when_idle()
 
-    def _room(self, name: str) -> LocalRoom:
+    def room(self, name: str) -> LocalRoom:
+        """The room the user is in by that name. @raise WireError: they are not."""
         room = self.rooms.get(fold(name))
         if room is None:
             raise WireError(Code.NOT_MEMBER, f"you are not in {name}; /join it first")
@@ -185,10 +184,12 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
         if self._drain_call is not None:
             self._drain_call.cancel()
         self._drain_call = None
-        self.outbox.connection_lost()
-        for call in self._wait_calls.values():
-            call.cancel()
-        self._wait_calls.clear()
+        self.sender.connection_lost()
+        self.rotator.cancel()
+        for call in self._stall_calls.values():
+            if call.active():
+                call.cancel()
+        self._stall_calls.clear()
         for room in self.rooms.values():
             room.key_requested = False
         self.emit("disconnected", reason=reason.getErrorMessage())
@@ -198,6 +199,9 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
 
     def server_error(self, code: str, text: str) -> None:
         self.emit("error", code=code, message=text, unprompted=True)
+
+    def unreadable_line(self, unreadable) -> None:
+        self.reception.unreadable_line(unreadable)
 
     def _fatal(self, code: str, text: str) -> None:
         self.emit("fatal", code=code, message=text)
@@ -244,6 +248,18 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
                 return lines
             after = following
 
+    def passing_failure(self, failure) -> None:
+        """A background step failed for a reason the next event retries
+        (a refusal, a lost connection): nothing to tell."""
+        failure.trap(WireError, ConnectionLost)
+
+    def event_failed(self, failure, what: str) -> None:
+        if failure.check(ConnectionLost):
+            return
+        log.failure("handling {what} from the server", failure, what=what)
+        self.emit("error", code="CLIENT",
+                  message=f"could not handle {what}: {failure.getErrorMessage()}")
+
     # -- login and sync ---------------------------------------------------------
 
     def server_event(self, verb: str, args: dict) -> None:
@@ -253,22 +269,15 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
             return
         result = handler(**args)
         if isinstance(result, defer.Deferred):
-            result.addErrback(self._event_failed, verb)
-            if verb == "EPOCH":
-                self._epoch_work.add(result)
-                result.addBoth(lambda r, d=result: (self._epoch_work.discard(d), r)[1])
-
-    def _event_failed(self, failure, verb: str) -> None:
-        if failure.check(ConnectionLost):
-            return
-        log.failure("handling {verb} from the server", failure, verb=verb)
-        self.emit("error", code="CLIENT", message=f"could not handle {verb}: {failure.getErrorMessage()}")
+            result.addErrback(self.event_failed, verb)
 
     @defer.inlineCallbacks
     def _on_hello(self, protocol, version, server, nonce, text):
         if protocol != PROTOCOL_NAME or version != PROTOCOL_VERSION:
             self._fatal("PROTOCOL", f"the server speaks {protocol} {version}, not "
-                                    f"{PROTOCOL_NAME} {PROTOCOL_VERSION}")
+                                    f"{PROTOCOL_NAME} {PROTOCOL_VERSION}: "
+                                    + ("upgrade this client" if version > PROTOCOL_VERSION
+                                       else "ask its operator to upgrade it"))
             return
         self.server_name = server
         signature = b64encode(login_signature(self.identity, server, self.nick, nonce,
@@ -308,7 +317,8 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
         """The rooms left while offline, left now, before SYNC lists them again."""
         for key, (name, reason) in list(self.parts_waiting.items()):
             try:
-                yield self.request("PART", name, *([reason] if reason else []))
+                yield self.log_sync.append(name, lambda state, r=reason: self._part_entry(
+                    state, r))
             except WireError as error:
                 if error.code not in (Code.NOT_MEMBER, Code.NO_SUCH_ROOM):
                     self.emit("error", code=str(error.code),
@@ -328,19 +338,53 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
         for gone in known - listed:
             self.emit("left", room=self.rooms[gone].name, how="removed while offline", by="",
                       reason="")
-            self._drop_room(gone)
+            self.drop_room(gone)
+        for room in list(self.rooms.values()):
+            try:
+                yield self._catch_up_log(room)
+            except WireError as error:
+                self.emit("error", code=str(error.code),
+                          message=f"could not bring {room.name} up to date: {error.text}")
         for verb, args in reply.lines:
             if verb == "MORE":
                 yield self._catch_up(args["room"], args["after"])
-        for room in list(self.rooms.values()):
-            self._check_key(room)
-        self._resume_wraps()
         self.live = True
         waiters, self._live_waiters = self._live_waiters, []
         for waiter in waiters:
             waiter.callback(self)
         self.emit("synced", rooms=sorted(r.name for r in self.rooms.values()))
-        self._pump()
+        for room in list(self.rooms.values()):
+            self._after_sync(room)
+        self.sender.pump()
+
+    @defer.inlineCallbacks
+    def _catch_up_log(self, room: LocalRoom):
+        """A room's log up to what the server has, and its own entries owed:
+        the move of a room from before the logs, or our new key after a reset."""
+        log_ = yield self.log_sync.fetch(room.name)
+        if not log_.length or self.legacy.admitting(log_.state):
+            yield self.legacy.upgrade(room)
+            return
+        state = log_.state
+        me = self.identity.fingerprint
+        if me not in state.members and state.by_nick(self.nick) is not None:
+            old = state.by_nick(self.nick)
+            yield self.log_sync.append(room.name, lambda s: None if me in s.members
+                                       or s.by_nick(self.nick) != old else author.rekey(
+                                           self.identity, s, old, self.nick,
+                                           self.clock.seconds()))
+
+    def _after_sync(self, room: LocalRoom) -> None:
+        log_ = self.logs.get(room.name)
+        if log_ is None or not log_.length:
+            return
+        state = log_.state
+        self.epoch_arrived(room.name)
+        if state.epoch and self.keys.key(room.name, state.epoch) is None \
+                and self.identity.fingerprint in state.members:
+            self.request_key(room.name)
+        if self.rotator.needed(state):
+            self.rotator.removal_seen(room.name, state, None)
 
     @defer.inlineCallbacks
     def _catch_up(self, room: str, after: int):
@@ -355,65 +399,46 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
                 return
             after = max(seqs)
 
-    # -- room state lines --------------------------------------------------------
+    # -- what the server pushes ---------------------------------------------------
 
-    def _on_room(self, room, role, epoch, last_seq, flags, members, topic):
+    def _on_room(self, room, role, epoch, last_seq, flags, members, log_length, next_seq,
+                 topic):
         if fold(room) in self.parts_waiting:
             return
         local = self.rooms.setdefault(fold(room), LocalRoom(room))
-        local.name, local.role, local.epoch = room, role, max(local.epoch, epoch)
+        local.name, local.role, local.topic, local.members = room, role, topic, members
         local.flags = set(flags.split(","))
-        local.invite_only = local.invite_only or "invite_only" in local.flags
-        local.history = "shared" if "shared" in local.flags else "joined"
-        local.members, local.topic = members, topic
+        local.log_length = max(local.log_length, log_length)
+        local.epoch = max(local.epoch, epoch)
+        self.sender.floor_seq(room, next_seq)
+        if self.logs.get(room) is not None and self.logs.get(room).length:
+            # The server's word is for rooms without a log yet (their upgrade).
+            self.log_changed(room)
 
-    def _on_joined(self, room, nick, role):
-        if fold(nick) != fold(self.nick) and fold(room) in self.rooms:
-            self.rooms[fold(room)].members += 1
-            self.emit("member_joined", room=room, nick=nick, role=role)
+    def _on_entry(self, room, index, entry, signature):
+        local = self.rooms.get(fold(room))
+        if local is not None:
+            local.log_length = max(local.log_length, index + 1)
+        return self.log_sync.on_entry(room, index, entry, signature)
 
-    def _on_parted(self, room, nick, how, by, reason):
-        if fold(room) not in self.rooms:
-            return
-        if fold(nick) == fold(self.nick):
-            self.emit("left", room=room, how=how, by=by, reason=reason)
-            self._drop_room(fold(room))
-        else:
-            self.rooms[fold(room)].members -= 1
-            self.rooms[fold(room)].vouched.discard(fold(nick))
-            self.emit("member_left", room=room, nick=nick, how=how, by=by, reason=reason)
-
-    def _drop_room(self, key: str) -> None:
-        room = self.rooms.pop(key, None)
-        if room is None:
-            return
-        for entry in self.outbox.drop_room(room.name):
-            self._send_failed(entry, "NOT_MEMBER", f"you are no longer in {room.name}")
-        self.save()
+    def _on_message(self, **fields):
+        self.reception.on_message(**fields)
 
     def _on_topic(self, room, by, topic):
         if fold(room) in self.rooms:
             self.rooms[fold(room)].topic = topic
         self.emit("topic", room=room, by=by, topic=topic)
 
-    def _on_role(self, room, nick, role, by):
-        if fold(nick) == fold(self.nick) and fold(room) in self.rooms:
-            self.rooms[fold(room)].role = role
-        self.emit("role", room=room, nick=nick, role=role, by=by)
-
     def _on_settings(self, room, by, flags):
-        if fold(room) in self.rooms:
-            local = self.rooms[fold(room)]
-            local.flags = set(flags.split(","))
-            local.invite_only = local.invite_only or "invite_only" in local.flags
-        self.emit("settings", room=room, by=by, flags=flags)
+        """The server's own settings of a room changed (its password, its
+        retention); what members are shown of a room's policy is its log's."""
 
     def _on_invited(self, room, by):
         self.emit("invited", room=room, by=by)
 
     def _on_deleted(self, room, by):
         self.emit("room_deleted", room=room, by=by)
-        self._drop_room(fold(room))
+        self.drop_room(fold(room))
 
     def _on_more(self, room, after):
         """Handled by the sync that asked; nothing to do as an event."""
@@ -421,67 +446,29 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
     def _on_limits(self, limits):
         """Read by the login that asked for it (L{_on_hello})."""
 
-    # -- keys --------------------------------------------------------------------
+    # -- keys ------------------------------------------------------------------
 
     @defer.inlineCallbacks
     def _on_epoch(self, room, epoch, rotator, record, signature):
-        identity = yield self.identity_of(rotator)
-        local = self.rooms.get(fold(room))
+        """A key epoch from before the room's log: its record, signed by its
+        rotator, commits to its key (the log vouches for the ones after)."""
+        if self.keys.commitment(room, epoch) is not None:
+            return
+        identity = yield self.peers.identity_of(rotator)
         if identity is None:
             self.emit("verification_failed", room=room, nick=rotator,
-                      reason=f"cannot check the epoch {epoch} record: {rotator}'s key is in doubt")
+                      reason=f"cannot check the epoch {epoch} record: {rotator}'s key is in doubt",
+                      message=f"cannot check the epoch {epoch} record of {room}: {rotator}'s "
+                              f"key is in doubt")
             return
-        if local is None or self.keys.record(room, epoch) is not None:
-            return
-        if fold(rotator) not in local.vouched:
-            members = yield self._members(local)
-            if fold(rotator) not in local.vouched:
-                if epoch < local.epoch:
-                    # An older record may still be vouched for by the chain of a
-                    # newer one from a trusted rotator.
-                    self._held_records[(fold(room), epoch)] = (record, signature, rotator,
-                                                               identity)
-                    return
-                self._refused_records.add((fold(room), epoch))
-                self.emit("verification_failed", room=room, nick=rotator,
-                          reason=f"epoch {epoch} of {room} was made by {rotator}, whom you "
-                                 f"have no reason to trust as a member; its key is refused")
-                return
-        else:
-            members = None
-        self._accept_record(local, epoch, record, signature, rotator, identity, members)
-        if members is None and epoch >= local.epoch:
-            members = yield self._members(local)
-        if members is not None:
-            self._vouch_member_set(local, epoch, members)
-
-
-    def _accept_record(self, local: LocalRoom, epoch, record, signature, rotator, identity,
-                       members) -> None:
-        room = local.name
-        known = self.keys.record(room, epoch) is not None
-        had_key = self.keys.key(room, epoch) is not None
         try:
-            accepted = self.keys.add_record(room, epoch, record, signature, rotator, identity)
+            self.keys.add_record(room, epoch, record, signature, identity)
         except RoomKeyError as error:
-            self.emit("verification_failed", room=room, nick=rotator, reason=str(error))
+            self.emit("verification_failed", room=room, nick=rotator, reason=str(error),
+                      message=str(error))
             return
         self.save()
-        if not had_key and self.keys.key(room, epoch) is not None:
-            self.emit("key_received", room=room, epoch=epoch,
-                      by=self._early_wraps.pop((fold(room), epoch), rotator))
-        if epoch > local.epoch:
-            local.epoch = epoch
-            local.epoch_load = 0
-            local.key_requested = False
-        if epoch >= local.epoch:
-            local.history = accepted.history
-        if not known and fold(rotator) != fold(self.nick):
-            self.emit("rotation", room=room, epoch=epoch, by=rotator, reason=accepted.reason)
-        held = self._held_records.pop((fold(room), epoch - 1), None)
-        if held is not None and EpochRecord.decode(held[0]).hash() == accepted.prev_hash:
-            self._accept_record(local, epoch - 1, *held, members)
-        self._retry_pending(local)
+        self._key_usable(room)
 
     def _on_key(self, room, epoch, wrapper, wrap):
         if self.keys.key(room, epoch) is not None:
@@ -489,22 +476,28 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
         try:
             usable = self.keys.add_wrap(self.identity, room, epoch, wrap)
         except RoomKeyError as error:
-            self.emit("verification_failed", room=room, nick=wrapper, reason=str(error))
+            self.emit("verification_failed", room=room, nick=wrapper, reason=str(error),
+                      message=f"{wrapper}'s key for {room} is unusable: {error}")
             return None
         self.save()
-        local = self.rooms.get(fold(room))
         if not usable:
-            self._early_wraps[(fold(room), epoch)] = wrapper
-            if local is None or (fold(room), epoch) in self._refused_records:
-                return None
-            return self.request("EPOCHS", room, str(epoch))
+            # Its epoch's entry is not checked yet: the log brings it.
+            return self.log_sync.fetch(room).addErrback(self.passing_failure)
         self.emit("key_received", room=room, epoch=epoch, by=wrapper)
-        if local is not None:
-            local.key_requested = False
-            local.key_wait_since = None
-            self._retry_pending(local)
-            self._pump()
+        self._key_usable(room)
         return None
+
+    def _key_usable(self, room: str) -> None:
+        local = self.rooms.get(fold(room))
+        if local is None:
+            return
+        local.key_requested = False
+        local.key_wait_since = None
+        stall = self._stall_calls.pop(fold(room), None)
+        if stall is not None and stall.active():
+            stall.cancel()
+        self.reception.retry(local)
+        self.sender.pump()
 
     def _on_pending(self, room, epoch):
         local = self.rooms.get(fold(room))
@@ -518,162 +511,236 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
         self.emit("key_withheld", room=room, epoch=epoch, by=by, code=code,
                   message=f"{by} will not share the key of {room}: {text or code}")
 
-    def _check_key(self, room: LocalRoom) -> None:
-        """Ask for the current key if we lack it (once per connection)."""
-        if room.epoch < FIRST_EPOCH or self.keys.key(room.name, room.epoch) is not None:
-            return
-        if room.key_requested or self.protocol is None:
+    def _on_wrapreq(self, room, epoch, nick):
+        return self.rotator.answer(room, epoch, nick)
+
+    def request_key(self, room_name: str) -> None:
+        """Ask the members for the current key (once per connection), and say
+        so if nobody answers for long."""
+        room = self.rooms.get(fold(room_name))
+        if room is None or room.key_requested or self.protocol is None:
             return
         room.key_requested = True
         if room.key_wait_since is None:
             room.key_wait_since = self.clock.seconds()
         d = self.request("KEYREQ", room.name)
         d.addErrback(self._key_request_failed, room)
+        if fold(room.name) not in self._stall_calls:
+            waited = self.clock.seconds() - room.key_wait_since
+            self._stall_calls[fold(room.name)] = self.clock.callLater(
+                max(0.0, KEY_STALL_SECONDS - waited), self._key_stalled, room)
 
     def _key_request_failed(self, failure, room: LocalRoom) -> None:
         room.key_requested = False
         failure.trap(WireError, ConnectionLost)
 
-    def rotate(self, room_name: str, reason: str = "requested",
-               history: str | None = None) -> defer.Deferred:
-        """Publish a new epoch for C{room_name}; concurrent calls share one rotation.
+    def _key_stalled(self, room: LocalRoom) -> None:
+        self._stall_calls.pop(fold(room.name), None)
+        log_ = self.logs.get(room.name)
+        if room.key_wait_since is None or log_ is None or fold(room.name) not in self.rooms:
+            return
+        if self.keys.key(room.name, log_.state.epoch) is not None:
+            return
+        minutes = max(1, round((self.clock.seconds() - room.key_wait_since) / 60))
+        self.emit("key_stalled", room=room.name, minutes=minutes,
+                  message=f"no member has answered for {minutes} minute"
+                          f"{'s' if minutes > 1 else ''}; the server may be withholding your "
+                          f"key of {room.name}")
 
-        @param history: a new history policy ("joined" or "shared"); changing
-            it is itself a reason to rotate.
-        """
-        room = self._room(room_name)
-        d = self._rotating.run(fold(room.name), lambda: self._rotate(room, reason, history))
-        return d.addBoth(self._rotation_over)
+    # -- what the parts tell the session ----------------------------------------------
 
-    def _rotation_over(self, result):
-        self._pump()
+    def log_changed(self, room: str) -> None:
+        """A new entry: what the room shows (members, role, policy) follows the log."""
+        local = self.rooms.get(fold(room))
+        log_ = self.logs.get(room)
+        if local is None or log_ is None:
+            return
+        state = log_.state
+        local.members = len(state.members)
+        local.role = state.role(self.identity.fingerprint) or local.role
+        local.history = state.history
+        local.flags = {state.history, *(["invite_only"] if state.invite_only else [])}
+
+    def epoch_arrived(self, room: str) -> None:
+        """The room's log has a new epoch (or gave us the current one)."""
+        local = self.rooms.get(fold(room))
+        log_ = self.logs.get(room)
+        if local is None or log_ is None:
+            return
+        state = log_.state
+        if state.epoch != local.epoch:
+            local.epoch, local.epoch_load = max(state.epoch, local.epoch), 0
+        local.history = state.history
+        local.key_requested = False
+        if self.keys.key(room, state.epoch) is not None:
+            self._key_usable(room)
+        else:
+            self.reception.retry(local)
+            self.sender.pump()
+
+    def member_removed(self, room: str, state, remover: bytes | None) -> None:
+        """Someone left (or their key was replaced): the key must change."""
+        if fold(room) in self.rooms:
+            self.rotator.removal_seen(room, state, remover)
+
+    def drop_room(self, name: str) -> None:
+        room = self.rooms.pop(fold(name), None)
+        if room is None:
+            return
+        self.sender.drop_room(room.name, f"you are no longer in {room.name}")
+        self.save()
+
+    def room_forked(self, room: str, text: str) -> None:
+        """The server showed something no honest log can be: say so, loudly, once."""
+        local = self.rooms.get(fold(room))
+        told = local is not None and "forked" in local.told
+        if local is not None:
+            local.told.add("forked")
+        self.save()
+        if not told:
+            self.emit("room_forked", room=room, message=text)
+        self.sender.pump()
+
+    def rotation_over(self, result):
+        self.sender.pump()
         return result
 
-    @defer.inlineCallbacks
-    def _rotate(self, room: LocalRoom, reason: str, history: str | None):
-        if room.epoch >= FIRST_EPOCH and self.keys.record(room.name, room.epoch) is None:
-            yield self.request("EPOCHS", room.name, str(room.epoch))
-        members = yield self._members(room)
-        included = [m["identity"] for n, m in sorted(members.items())
-                    if self._refusal(room, members, m["nick"]) is None]
-        if self.identity.public not in included:
-            included.append(self.identity.public)
-        epoch = room.epoch + 1
-        previous = self.keys.record(room.name, room.epoch)
-        key, record, signature, wraps = new_epoch(
-            self.identity, room.name, epoch, previous.record if previous else None,
-            self.keys.key(room.name, room.epoch), included, reason, history or room.history,
-            int(self.clock.seconds()),
-        )
-        given = {
-            member["nick"]: (member["identity"].fingerprint,
-                             b64encode(wraps[member["identity"].fingerprint]))
-            for member in members.values()
-            if member["identity"] is not None and member["identity"] in included
-            and fold(member["nick"]) != fold(self.nick)
-        }
-        unsent = UnsentWraps(room.name, epoch, key, {n: w for n, (_, w) in given.items()})
-        self._unsent_wraps[(fold(room.name), epoch)] = unsent
-        self._own_wraps[fold(room.name)] = (epoch, {fold(n): g for n, g in given.items()})
-        self.save()
-        try:
-            yield self.request("ROTATE", room.name, str(epoch), b64encode(record.encode()),
-                               b64encode(signature), b64encode(wraps[self.identity.fingerprint]))
-        except WireError as error:
-            self._unsent_wraps.pop((fold(room.name), epoch), None)
-            if error.code != Code.EPOCH_CONFLICT:
-                raise
-            # Someone else rotated first: adopt their epoch instead.
-            yield self.request("EPOCHS", room.name, str(epoch))
-            self._check_key(room)
-            return room.epoch
-        self.keys.add_record(room.name, epoch, record.encode(), signature, self.nick,
-                             self.identity.public)
-        self.keys.add_own_key(room.name, epoch, key)
-        room.epoch, room.history, room.key_requested = epoch, record.history, False
-        room.epoch_load = 0
-        room.vouched.update(fold(m["nick"]) for m in members.values()
-                            if m["identity"] is not None and m["identity"] in included)
-        room.flags.discard("rekey")
-        self.save()
-        self.emit("rotated", room=room.name, epoch=epoch, reason=reason,
-                  members=len(included))
-        self._send_wraps(unsent)
-        return epoch
+    def rotation_failed(self, room: str, failure) -> None:
+        self.emit("error", code=str(getattr(failure.value, "code", "CLIENT")),
+                  message=f"could not make a new key for {room}: {failure.getErrorMessage()}")
+        for entry in self.outbox.drop_room(room):
+            self.sender.failed_to_send(entry, "ROTATION_FAILED", failure.getErrorMessage())
 
-    def _resume_wraps(self) -> None:
-        """After a reconnect: finish handing out the keys of our epochs that the
-        server stored, and forget those it never took (the ROTATE was lost)."""
-        for unsent in list(self._unsent_wraps.values()):
-            if self.keys.key(unsent.room, unsent.epoch) == unsent.key \
-                    and fold(unsent.room) in self.rooms:
-                self._send_wraps(unsent)
-            else:
-                del self._unsent_wraps[(fold(unsent.room), unsent.epoch)]
-                self.save()
+    def trust_changed(self) -> None:
+        """The user accepted or verified a key: waiting messages may go, and
+        waiting ones from that key be shown."""
+        for room in self.rooms.values():
+            self.reception.retry(room)
+        self.sender.pump()
 
-    def _send_wraps(self, unsent: UnsentWraps) -> None:
-        for nick, wrapped in list(unsent.wraps.items()):
-            d = self.request("WRAP", unsent.room, str(unsent.epoch), nick, wrapped)
-            d.addCallbacks(self._wrap_done, self._wrap_failed, (unsent, nick), None,
-                           (unsent, nick))
-        if not unsent.wraps:
-            self._wrap_done(None, unsent, None)
+    def member_since(self, state) -> int:
+        """The index of the entry since which this client's key is a member."""
+        me = self.identity.fingerprint
+        member = state.members.get(me)
+        return max(member.since if member else state.length, self.rekeyed_at(state))
 
-    def _wrap_done(self, _, unsent: UnsentWraps, nick: str | None) -> None:
-        unsent.wraps.pop(nick, None)
-        if not unsent.wraps:
-            self._unsent_wraps.pop((fold(unsent.room), unsent.epoch), None)
-        self.save()
+    def rekeyed_at(self, state) -> int:
+        """The index of the entry that replaced our old key with this one (0: none)."""
+        me = self.identity.fingerprint
+        return max((index for index, old in state.removals
+                    if state.replaced.get(old) == me), default=0)
 
-    def _wrap_failed(self, failure, unsent: UnsentWraps, nick: str) -> None:
-        if failure.check(ConnectionLost):
-            return
-        failure.trap(WireError)
-        self._wrap_done(None, unsent, nick)
-        self.emit("error", code=str(failure.value.code),
-                  message=f"could not hand {nick} the key of {unsent.room}: "
-                          f"{failure.getErrorMessage()}")
+    def ensure_log(self, room: str) -> None:
+        """A room from before the logs gets one before anything is sent there."""
+        local = self.rooms.get(fold(room))
+        if local is not None and self.live:
+            self.legacy.upgrade(local).addErrback(self.passing_failure)
 
-    # -- receiving messages ---------------------------------------------------------
-
-
-    # -- commands ------------------------------------------------------------------
+    # -- commands --------------------------------------------------------------------
 
     @defer.inlineCallbacks
     def join(self, name: str, password: str | None = None):
-        """Join (or create) a room. In a shared-history room a newcomer reads
-        from the beginning; otherwise from the moment they joined."""
+        """Join (or create) a room: append our join (or its genesis) to its log.
+        In a shared-history room a newcomer reads from the beginning; otherwise
+        from the moment they joined."""
         new = fold(name) not in self.rooms
-        reply = yield self.request("JOIN", name, *([password] if password else []))
-        state = dict(reply.lines)["ROOM"]
-        room = self.rooms[fold(state["room"])]
+        extra = [password] if password else []
+        try:
+            log_ = yield self.log_sync.fetch(name)
+        except WireError as error:
+            if error.code == Code.NOT_MEMBER:
+                raise WireError(Code.INVITE_ONLY, f"{name} is invite-only: ask an op to "
+                                                  f"invite you") from None
+            if error.code != Code.NO_SUCH_ROOM:
+                raise
+            log_ = None
+        if log_ is None or not log_.length:
+            created = yield self._create(name, extra)
+            if not created:
+                log_ = yield self.log_sync.fetch(name)
+        if log_ is not None and log_.length:
+            yield self._join_log(name, extra)
+        room = self.room(name)
+        state = self.logs.get(room.name).state
+        room.history, room.epoch = state.history, max(room.epoch, state.epoch)
         if new and room.history != "shared":
-            room.last_seq = state["last_seq"]
+            room.last_seq = self._server_last_seq.pop(fold(name), room.last_seq)
         self.save()
-        self.emit("joined", room=room.name, role=room.role, epoch=room.epoch,
-                  history=room.history, topic=room.topic)
-        if new:
-            yield self._members(room)
-        self._check_key(room)
+        self.emit("joined", room=room.name, role=state.role(self.identity.fingerprint) or "member",
+                  epoch=state.epoch, history=state.history, topic=room.topic)
+        self.epoch_arrived(room.name)
+        if state.epoch and self.keys.key(room.name, state.epoch) is None:
+            self.request_key(room.name)
         if new and room.history == "shared":
             yield self._catch_up(room.name, 0)
         return room
 
     @defer.inlineCallbacks
+    def _create(self, name: str, extra: list):
+        """The room, new, with our genesis; False if someone made it first."""
+        genesis = author.genesis(self.identity, name, self.nick, self.clock.seconds())
+        try:
+            reply = yield self.request("JOIN", name, "0", b64encode(genesis.data),
+                                       b64encode(genesis.signature), *extra)
+        except WireError as error:
+            if error.code in (Code.LOG_CONFLICT, Code.BAD_ENTRY):
+                return False
+            raise
+        self._note_last_seq(reply)
+        self.log_sync.take(name, genesis)
+        return True
+
+    @defer.inlineCallbacks
+    def _join_log(self, name: str, extra: list):
+        me = self.identity.fingerprint
+
+        def build(state):
+            if me in state.members and fold(name) in self.rooms:
+                return None
+            invite = next((h for h, i in state.invites.items() if i.invitee == me), b"")
+            if me in state.banned:
+                raise WireError(Code.BANNED, f"you are banned from {name}")
+            if state.invite_only and not invite and me not in state.members:
+                raise WireError(Code.INVITE_ONLY, f"{name} is invite-only: ask an op to "
+                                                  f"invite you")
+            return author.join(self.identity, state, self.nick, self.clock.seconds(), invite)
+
+        log_ = self.logs.open(name)
+        if me in log_.state.members and fold(name) not in self.rooms:
+            # A member by the log whose client forgot the room: the server says so.
+            signed = build(log_.state)
+            reply = yield self.request("JOIN", name, str(signed.entry.index),
+                                       b64encode(signed.data), b64encode(signed.signature),
+                                       *extra)
+            self._note_last_seq(reply)
+            return
+        yield self.log_sync.append(name, build, "JOIN", *extra,
+                                   on_reply=self._note_last_seq)
+
+    def _note_last_seq(self, reply) -> None:
+        for verb, args in reply.lines:
+            if verb == "ROOM":
+                self._server_last_seq[fold(args["room"])] = args["last_seq"]
+
+    def _part_entry(self, state, reason: str | None):
+        if self.identity.fingerprint not in state.members:
+            return None
+        return author.part(self.identity, state, reason or "", self.clock.seconds())
+
+    @defer.inlineCallbacks
     def part(self, name: str, reason: str | None = None):
         """Leave a room; while offline, the room is left here at once and the
-        PART goes out after the next login, like a message."""
-        room = self._room(name)
+        part goes out after the next login, like a message."""
+        room = self.room(name)
         if not self.live:
             self.parts_waiting[fold(room.name)] = (room.name, reason or "")
-            self._drop_room(fold(room.name))
+            self.drop_room(room.name)
             self.emit("left", room=room.name, how="part", by="",
                       reason="the server is told once reconnected")
             return
-        yield self.request("PART", room.name, *([reason] if reason else []))
-        self._drop_room(fold(name))
-
+        yield self.legacy.upgrade(room)
+        yield self.log_sync.append(room.name, lambda state: self._part_entry(state, reason))
+        self.drop_room(room.name)
 
     @defer.inlineCallbacks
     def measure_lag(self):
@@ -683,34 +750,106 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
         return self.clock.seconds() - started
 
     def configure(self, room: str, setting: str, value: str | None) -> defer.Deferred:
-        return self.request("SET", self._room(room).name, setting, *([value] if value else []))
+        """Room settings: invite-only is the log's (signed by the owner); the
+        password and retention are the server's own."""
+        name = self.room(room).name
+        if setting == "invite_only":
+            wanted = value in ("on", "yes", "true", "1")
+            return self.log_sync.append(name, lambda state: None if state.invite_only == wanted
+                                        else author.policy(self.identity, state,
+                                                           self.clock.seconds(),
+                                                           invite_only=wanted))
+        return self.request("SET", name, setting, *([value] if value else []))
 
     def set_topic(self, room: str, topic: str) -> defer.Deferred:
-        return self.request("TOPIC", self._room(room).name, topic)
+        return self.request("TOPIC", self.room(room).name, topic)
 
     @defer.inlineCallbacks
     def invite(self, room_name: str, nick: str):
-        room = self._room(room_name)
-        invitee = yield self.identity_of(nick)
-        if invitee is None or self.pins.has_change(nick):
+        room = self.room(room_name)
+        invitee = yield self.peers.identity_of(nick)
+        if invitee is None:
             raise WireError(Code.BAD_KEY, f"{nick}'s identity is in doubt; /verify {nick} first")
-        signature = invite_signature(self.identity, room.name, nick, invitee)
-        yield self.request("INVITE", room.name, nick, b64encode(signature))
+        yield self.log_sync.append(room.name, lambda state: author.invite(
+            self.identity, state, invitee, nick, self.clock.seconds()))
 
-    def kick(self, room: str, nick: str, reason: str | None = None, ban: bool = False):
-        return self.request("BAN" if ban else "KICK", self._room(room).name, nick,
-                            *([reason] if reason else []))
+    @defer.inlineCallbacks
+    def kick(self, room_name: str, nick: str, reason: str | None = None, ban: bool = False):
+        room = self.room(room_name)
+        state = (yield self.log_sync.fetch(room.name)).state
+        target = state.by_nick(nick)
+        if target is None and ban:
+            identity = yield self.peers.identity_of(nick)
+            target = identity.fingerprint if identity is not None else None
+        if target is None:
+            raise WireError(Code.NOT_MEMBER, f"{nick} is not a member of {room.name}")
+        yield self.log_sync.append(room.name, lambda s: None if (
+            (target in s.banned) if ban else (target not in s.members)) else author.kick(
+                self.identity, s, target, reason or "", self.clock.seconds(), ban=ban))
 
-    def unban(self, room: str, nick: str):
-        return self.request("UNBAN", self._room(room).name, nick)
+    @defer.inlineCallbacks
+    def unban(self, room_name: str, nick: str):
+        room = self.room(room_name)
+        state = (yield self.log_sync.fetch(room.name)).state
+        target = next((fp for fp in state.banned
+                       if fold(state.names.get(fp, "")) == fold(nick)), None)
+        if target is None:
+            identity = yield self.peers.identity_of(nick)
+            target = identity.fingerprint if identity is not None else None
+        if target is None or target not in state.banned:
+            raise WireError(Code.NOT_ALLOWED, f"{nick} is not banned from {room.name}")
+        yield self.log_sync.append(room.name, lambda s: None if target not in s.banned
+                                   else author.unban(self.identity, s, target,
+                                                     self.clock.seconds()))
+
+    @defer.inlineCallbacks
+    def set_role(self, room_name: str, nick: str, role: str):
+        room = self.room(room_name)
+        state = (yield self.log_sync.fetch(room.name)).state
+        target = state.by_nick(nick)
+        if target is None:
+            raise WireError(Code.NOT_MEMBER, f"{nick} is not a member of {room.name}")
+        yield self.log_sync.append(room.name, lambda s: None if s.role(target) == role
+                                   else author.role(self.identity, s, target, role,
+                                                    self.clock.seconds()))
+
+    def rotate(self, room_name: str, reason: str = "requested",
+               history: str | None = None) -> defer.Deferred:
+        """A new epoch for the room now; with C{history}, the owner's new
+        history policy first (a reason to rotate in itself)."""
+        return self.rotator.rotate(room_name, reason, history)
 
     @defer.inlineCallbacks
     def who(self, room_name: str):
-        members = yield self._members(self._room(room_name))
-        return [{"nick": m["nick"], "role": m["role"], "online": bool(m["online"]),
-                 "verified": self.pins.verified(m["nick"]),
-                 "identity_changed": self.pins.has_change(m["nick"])}
-                for m in members.values()]
+        """The room's members by its log, with the server's word on who is online.
+        A name the server lists that the log does not is reported, not shown."""
+        room = self.room(room_name)
+        state = (yield self.log_sync.fetch(room.name)).state
+        listed = {fold(args["nick"]): args for _, args in (yield self.paged("WHO", room.name))}
+        members = [{"nick": m.nick, "role": m.role,
+                    "online": bool(listed.get(fold(m.nick), {}).get("online")),
+                    "verified": self.pins.verified(m.nick),
+                    "identity_changed": self.pins.has_change(m.nick)}
+                   for m in sorted(state.members.values(), key=lambda m: fold(m.nick))]
+        ghosts = sorted(args["nick"] for key, args in listed.items()
+                        if state.by_nick(key) is None)
+        if ghosts:
+            self.emit("warning", room=room.name,
+                      message=f"the server lists {', '.join(ghosts)} in {room.name}, but the "
+                              f"room's log has no such member: not shown, given no key")
+        return members
+
+    def room_code(self, room_name: str) -> str:
+        """The room's code, for members to compare like a safety number."""
+        room = self.room(room_name)
+        log_ = self.logs.get(room.name)
+        if log_ is None or not log_.length:
+            raise WireError(Code.NO_LOG, f"{room.name} has no signed log yet")
+        code = log_.state.room_code()
+        self.emit("room_code", room=room.name, code=code, entries=log_.length,
+                  message=f"room code of {room.name} at entry {log_.length}: {code}. Members "
+                          f"who see the same code at the same entry are shown the same room")
+        return code
 
     @defer.inlineCallbacks
     def list_rooms(self):
@@ -718,7 +857,14 @@ class ClientSession(MembershipTrust, MessageReception, SendPath, KeyService):
         return [{"room": a["room"], "members": a["members"], "topic": a["topic"]}
                 for _, a in lines]
 
+    def history(self, room_name: str, count: int) -> defer.Deferred:
+        return self.reception.history(room_name, count)
 
-    # -- sending -------------------------------------------------------------------
+    def verify(self, nick: str, confirm: bool = False) -> defer.Deferred:
+        return self.peers.verify(nick, confirm)
 
+    def accept(self, nick: str) -> bool:
+        return self.peers.accept(nick)
 
+    def send_text(self, room_name: str, text: str):
+        return self.sender.send_text(room_name, text)

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from securechat.wire import b64decode, b64encode
 
 # Message ids remembered per room to drop replays; older ones have long
 # left the server's retry window.
@@ -100,10 +99,16 @@ class Incoming:
     received_ms: int
     # Whether the user was told it waits for its key (once is enough).
     announced: bool = False
+    # The length of the room's log this client had checked when it came live.
+    log_seen: int = 0
 
 
 @dataclass
 class LocalRoom:
+    """A room the user is in, as this client follows it. Who is in it, its
+    policy and its keys come from its log (L{securechat.client.roomlog});
+    role, flags, topic and member count here are the server's, for display."""
+
     name: str
     role: str = "member"
     epoch: int = 0
@@ -111,8 +116,9 @@ class LocalRoom:
     flags: set = field(default_factory=set)
     topic: str = ""
     members: int = 0
+    # How long the server says the room's log is: fetched up to there first.
+    log_length: int = 0
     last_seq: int = 0
-    next_seq: int = 1
     senders: dict = field(default_factory=dict)
     seen: list = field(default_factory=list)
     pending: list = field(default_factory=list)
@@ -122,58 +128,31 @@ class LocalRoom:
     # Messages we know the current epoch carried: the server demands a new
     # key after ROTATE_AFTER_MESSAGES, and rotating first wastes no sends.
     epoch_load: int = 0
-    # Members we trust to be in the room: seen while it was open, given a key
-    # by us, invited by a trusted op, or in a member set a trusted rotator
-    # signed. Only they receive keys from us, and only their epochs count.
-    vouched: set = field(default_factory=set)
-    # Once seen invite-only, always treated so: the flag comes from the server.
-    invite_only: bool = False
-    # The roster first seen after joining is trusted, as keys are on first use.
-    roster_pinned: bool = False
     # Messages are handled one after another, so a sender whose key must be
     # fetched first does not let later messages overtake theirs.
     chain: defer.Deferred = field(default_factory=lambda: defer.succeed(None))
     # Server seqs of messages the server sent malformed, already reported.
     unreadable: list = field(default_factory=list)
+    # Notices given once per room (and kept), by what they are about.
+    told: set = field(default_factory=set)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "last_seq": self.position(), "next_seq": self.next_seq,
+        return {"name": self.name, "last_seq": self.position(),
                 "senders": self.senders, "seen": self.seen[-SEEN_IDS_PER_ROOM:],
-                "vouched": sorted(self.vouched), "invite_only": self.invite_only,
-                "roster_pinned": self.roster_pinned,
-                "unreadable": self.unreadable[-UNREADABLE_PER_ROOM:]}
+                "unreadable": self.unreadable[-UNREADABLE_PER_ROOM:],
+                "told": sorted(self.told)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "LocalRoom":
-        return cls(data["name"], last_seq=data["last_seq"], next_seq=data["next_seq"],
-                   senders=data["senders"], seen=data["seen"],
-                   vouched=set(data.get("vouched", ())),
-                   invite_only=data.get("invite_only", False),
-                   roster_pinned=data.get("roster_pinned", False),
-                   unreadable=list(data.get("unreadable", ())))
+        # Early states counted each sender's last seq as a plain number.
+        senders = {nick: state if isinstance(state, dict) else
+                   {"first": state, "last": state, "holes": []}
+                   for nick, state in data["senders"].items()}
+        return cls(data["name"], last_seq=data["last_seq"], senders=senders,
+                   seen=data["seen"], unreadable=list(data.get("unreadable", ())),
+                   told=set(data.get("told", ())))
 
     def position(self) -> int:
         """The seq to resume from: nothing at or below it still needs showing."""
         waiting = [m.server_seq for m in self.pending]
         return min(waiting) - 1 if waiting else self.last_seq
-
-
-
-@dataclass
-class UnsentWraps:
-    """One of our epochs and the wraps of its key still to hand to members
-    (nick to base64 wrap). The key is kept to recognise the epoch as ours
-    after a reconnect; it lives only in the encrypted state."""
-
-    room: str
-    epoch: int
-    key: bytes
-    wraps: dict[str, str]
-
-    def to_dict(self) -> dict:
-        return {"room": self.room, "epoch": self.epoch, "key": b64encode(self.key),
-                "wraps": dict(self.wraps)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "UnsentWraps":
-        return cls(data["room"], data["epoch"], b64decode(data["key"]), dict(data["wraps"]))

@@ -36,8 +36,9 @@ def _msg(context, rest):
         raise WireError("BAD_ARGUMENTS", "that is you; /msg someone else")
     room = direct_room(session.nick, nick)
     if fold(room) not in session.rooms:
-        joined = yield session.join(room)
-        if joined.role == "owner" and joined.members <= 1:
+        yield session.join(room)
+        state = session.logs.get(room).state
+        if state.role(session.identity.fingerprint) == "owner" and len(state.members) <= 1:
             yield _make_private(session, room, nick)
     yield _check_private(session, room, nick)
     context.model.pane(room).peer = nick
@@ -64,7 +65,7 @@ def _check_private(session, room: str, nick: str):
     anyone can create a room of that name first, hoping to be written to."""
     members = yield session.who(room)
     others = {fold(m["nick"]) for m in members} - {fold(session.nick), fold(nick)}
-    if others or "invite_only" not in session.rooms[fold(room)].flags:
+    if others or not session.logs.get(room).state.invite_only:
         yield session.part(room)
         raise WireError("NOT_PRIVATE", f"{room} is not a private room for you and {nick} "
                                        f"(someone else made it or is in it); nothing was sent")

@@ -405,10 +405,23 @@ class ChatModel:
     def _on_settings(self, room, by, flags):
         self.notice(room, f"{by} changed the room settings: {flags or 'open'}")
 
-    def _on_safety_number(self, nick, number, **fields):
-        self.notice(self.current_room, f"safety number with {nick}: {number}\n"
-                                       f"compare it with {nick} in person, then /accept {nick}"
-                                       f" if it matches")
+    def _on_safety_number(self, nick, number, previous="", **fields):
+        text = f"safety number with {nick}: {number}"
+        if previous:
+            text += f"\n(new key; the number was {previous})"
+        self.notice(self.current_room, f"{text}\ncompare it with {nick} in person; if it "
+                                       f"matches, /verify {nick} yes")
+
+    def _on_identity_changed(self, nick, message, room="", **fields):
+        """Prominent: a peer's key changed (an operator reset, or an attack)."""
+        self.notice(self._known(room) or self.current_room, message, activity=HIGHLIGHT,
+                    error=True)
+        self.bells += 1
+
+    def _on_room_forked(self, room, message):
+        self.notice(self._known(room) or self.current_room, message, activity=HIGHLIGHT,
+                    error=True)
+        self.bells += 1
 
     # -- results of commands ------------------------------------------------------------
 

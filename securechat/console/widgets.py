@@ -173,9 +173,10 @@ class StatusBar(urwid.WidgetWrap):
             return "no key yet", False
         if session.keys.key(local.name, local.epoch) is None:
             return f"key epoch {local.epoch} pending", True
-        members = self.model.current_pane.members
-        others = [m for m in members.values() if fold(m["nick"]) != fold(session.nick)]
-        verified = sum(1 for m in others if session.pins.verified(m["nick"]))
+        log = session.logs.get(local.name)
+        others = [m.nick for fp, m in log.state.members.items()
+                  if fp != session.identity.fingerprint] if log is not None else []
+        verified = sum(1 for nick in others if session.pins.verified(nick))
         trust = f", {verified}/{len(others)} verified" if others else ""
         return f"E2E epoch {local.epoch}{trust}", bool(others) and verified < len(others)
 

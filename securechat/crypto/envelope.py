@@ -20,12 +20,14 @@ from securechat.crypto import transcript as ctx
 from securechat.crypto.identity import PrivateIdentity, PublicIdentity
 from securechat.wire.grammar import MAX_TOKEN_BYTES
 
-# Version 2 carries the body as raw UTF-8 after a JSON header line, so a
-# body's size is its size: version 1 escaped it inside the JSON, where a
-# newline took two bytes and a control character six. Version 1 envelopes,
-# stored before, are still read.
-ENVELOPE_VERSION = 2
-_VERSION_1 = 1
+# Version 3 names the sender's room log (its length and head) beside the
+# fields it signs, so that a server showing members different logs is
+# caught by the first message that crosses between them. Version 2 carries
+# the body as raw UTF-8 after a JSON header line, so a body's size is its
+# size: version 1 escaped it inside the JSON, where a newline took two bytes
+# and a control character six. Versions 1 and 2, stored before, are still read.
+ENVELOPE_VERSION = 3
+_VERSION_1, _VERSION_2 = 1, 2
 
 # What Fernet adds to a plaintext that is a whole number of AES blocks: a
 # version byte, a timestamp, an IV and an HMAC (57 bytes), and a block of
@@ -35,7 +37,7 @@ _FERNET_OVERHEAD = 1 + 8 + 16 + 32 + 16
 # The longest header: the longest room name and the largest numbers.
 _WORST_HEADER = {"v": ENVELOPE_VERSION, "room": "#" + "x" * 32, "epoch": 2**63 - 1,
                  "sender": "f" * 64, "seq": 2**63 - 1, "id": "f" * 32, "ts": 2**63 - 1,
-                 "n": 10**9 - 1}
+                 "n": 10**9 - 1, "log": 2**63 - 1, "head": "f" * 64}
 
 
 class EnvelopeError(Exception):
@@ -57,13 +59,24 @@ class MessageHeader:
 
 
 @dataclass(frozen=True)
+class LogPosition:
+    """Where the sender's copy of the room's log stood: its length and the
+    hash of its last entry."""
+
+    length: int
+    head: bytes
+
+
+@dataclass(frozen=True)
 class Envelope:
-    """A decrypted, verified message."""
+    """A decrypted, verified message. C{log} is None in envelopes from before
+    the room logs (versions 1 and 2)."""
 
     header: MessageHeader
     sender: bytes
     timestamp: int
     body: str
+    log: LogPosition | None = None
 
 
 def _signed_fields(header: MessageHeader, sender: bytes, token: bytes):
@@ -95,9 +108,10 @@ def token_size(body_bytes: int) -> int:
 
 
 def seal(room_key: bytes, identity: PrivateIdentity, header: MessageHeader, body: str,
-         timestamp: int, max_body: int | None = None) -> tuple[bytes, bytes]:
+         timestamp: int, log: LogPosition, max_body: int | None = None) -> tuple[bytes, bytes]:
     """Encrypt and sign one message.
 
+    @param log: the sender's log of the room as it stood when sealing.
     @param max_body: refuse a longer body (UTF-8 bytes), if given.
     @return: (token, signature); the token is the raw Fernet token bytes.
     """
@@ -113,6 +127,8 @@ def seal(room_key: bytes, identity: PrivateIdentity, header: MessageHeader, body
         "id": header.message_id.hex(),
         "ts": timestamp,
         "n": len(encoded_body),
+        "log": log.length,
+        "head": log.head.hex(),
     })
     plain = head + encoded_body
     plain += b"\0" * (-len(plain) % PAD_BUCKET)
@@ -151,7 +167,20 @@ def open_sealed(room_key: bytes, sender: PublicIdentity, header: MessageHeader, 
         raise EnvelopeError("envelope does not match its signed fields")
     if not isinstance(inner[5], int) or not isinstance(body, str):
         raise EnvelopeError("malformed envelope")
-    return Envelope(header, sender.fingerprint, inner[5], body)
+    try:
+        position = _position(fields)
+    except (ValueError, KeyError, TypeError):
+        raise EnvelopeError("malformed envelope") from None
+    return Envelope(header, sender.fingerprint, inner[5], body, position)
+
+
+def _position(fields: dict) -> LogPosition | None:
+    if fields["v"] != ENVELOPE_VERSION:
+        return None
+    length, head = fields["log"], bytes.fromhex(fields["head"])
+    if type(length) is not int or length < 0 or len(head) != 32:
+        raise ValueError("bad log position")
+    return LogPosition(length, head)
 
 
 def _unpack(plain: bytes) -> tuple[dict, str]:
@@ -164,7 +193,7 @@ def _unpack(plain: bytes) -> tuple[dict, str]:
     fields = json.loads(head)
     if fields["v"] == _VERSION_1 and not newline:
         return fields, fields["body"]
-    if fields["v"] != ENVELOPE_VERSION or not newline:
+    if fields["v"] not in (_VERSION_2, ENVELOPE_VERSION) or not newline:
         raise ValueError("unknown envelope version")
     size = fields["n"]
     if not isinstance(size, int) or not 0 <= size <= len(rest) or rest[size:].strip(b"\0"):

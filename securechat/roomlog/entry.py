@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from securechat.crypto import transcript as ctx
 from securechat.crypto.identity import IdentityError, PrivateIdentity, PublicIdentity
+from securechat.wire.grammar import MAX_ENTRY_BYTES
 
 LOG_VERSION = 1
 
@@ -28,6 +29,12 @@ ROLE, POLICY, EPOCH, SHARE, REKEY = "role", "policy", "epoch", "share", "rekey"
 KINDS = (GENESIS, ADMIT, JOIN, INVITE, PART, KICK, BAN, UNBAN, ROLE, POLICY, EPOCH, SHARE, REKEY)
 
 ROLES = ("owner", "op", "member")
+
+# An epoch entry names each recipient's fingerprint (47 bytes of JSON): what
+# an entry may take, less the rest of the largest epoch entry, bounds how
+# many members a room may have.
+_EPOCH_ENTRY_OVERHEAD = 2048
+MAX_ROOM_MEMBERS = (MAX_ENTRY_BYTES - _EPOCH_ENTRY_OVERHEAD) // 47
 HISTORY_POLICIES = ("joined", "shared")
 
 

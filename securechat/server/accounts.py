@@ -24,13 +24,17 @@ def public_identity(sign_der: bytes, enc_der: bytes, enc_signature: bytes) -> Pu
 class AccountRegistry:
     """Every account, by id, by folded nick and by fingerprint."""
 
-    def __init__(self, users: list[UserRow], policy: str):
+    def __init__(self, users: list[UserRow], policy: str,
+                 fingerprints: dict[bytes, int] | None = None):
+        """@param fingerprints: every identity key each user ever had, by fingerprint."""
         if policy not in REGISTRATION_POLICIES:
             raise ValueError(f"registration policy must be one of {REGISTRATION_POLICIES}")
         self.policy = policy
         self._by_id: dict[int, UserRow] = {}
         self._by_nick: dict[str, UserRow] = {}
         self._fingerprints: set[bytes] = set()
+        # Current and past keys: a room's log names members by the key they had.
+        self._key_owners: dict[bytes, int] = dict(fingerprints or {})
         self._reserved: set[str] = set()
         self._identities: dict[int, PublicIdentity] = {}
         for user in users:
@@ -110,6 +114,12 @@ class AccountRegistry:
         self._by_id[user.id] = user
         self._by_nick[fold(user.nick)] = user
         self._fingerprints.add(user.fingerprint)
+        self._key_owners[user.fingerprint] = user.id
+
+    def by_fingerprint(self, fingerprint: bytes) -> UserRow | None:
+        """The user who has, or had, the identity key with this fingerprint."""
+        user_id = self._key_owners.get(fingerprint)
+        return self._by_id.get(user_id) if user_id is not None else None
 
     def remove(self, user_id: int) -> UserRow | None:
         """An account the operator deleted; @return: it, if it was here."""
@@ -118,6 +128,7 @@ class AccountRegistry:
             self._by_nick.pop(fold(user.nick), None)
             self._fingerprints.discard(user.fingerprint)
             self._identities.pop(user_id, None)
+            self._key_owners = {fp: u for fp, u in self._key_owners.items() if u != user_id}
         return user
 
     def ids(self) -> set[int]:

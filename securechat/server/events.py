@@ -31,10 +31,13 @@ def room_flags(room: RoomRow, history: str, retention_days: int) -> str:
     return ",".join(flags)
 
 
-def room_state(room: RoomRow, role: str, history: str, retention_days: int) -> Event:
+def room_state(room: RoomRow, role: str, history: str, retention_days: int,
+               next_seq: int = 1) -> Event:
+    """A room as the server sees it; a client believes the log, not this."""
+    log_length = room.state.length if room.state is not None else 0
     return "ROOM", (room.name, role, str(room.epoch), str(room.last_seq),
                     room_flags(room, history, retention_days), str(len(room.members)),
-                    room.topic)
+                    str(log_length), str(next_seq), room.topic)
 
 
 def room_info(room: RoomRow) -> Event:
@@ -50,14 +53,9 @@ def user(user: UserRow) -> Event:
     return "USER", user_keys(user)
 
 
-def member(room: RoomRow, user: UserRow, role: str, online: bool,
-           invite: tuple[str, bytes] | None) -> Event:
-    """A member with their keys and, in invite-only rooms, the signed invite
-    that let them in, so that key holders can check it themselves."""
-    args = (room.name, role, "1" if online else "0", *user_keys(user))
-    if invite is not None:
-        args += (invite[0], b64encode(invite[1]))
-    return "MEMBER", args
+def member(room: RoomRow, user: UserRow, role: str, online: bool) -> Event:
+    """A member as the server sees them (for display: clients believe the log)."""
+    return "MEMBER", (room.name, role, "1" if online else "0", *user_keys(user))
 
 
 def message(room: RoomRow, row: MessageRow, sender: str) -> Event:
@@ -87,20 +85,13 @@ def pending(room: RoomRow, epoch_number: int) -> Event:
     return "PENDING", (room.name, str(epoch_number))
 
 
-def joined(room: RoomRow, nick: str, role: str) -> Event:
-    return "JOINED", (room.name, nick, role)
-
-
-def parted(room: RoomRow, nick: str, how: str, by: str, reason: str) -> Event:
-    return "PARTED", (room.name, nick, how, by, reason)
+def entry(room: RoomRow, index: int, data: bytes, signature: bytes) -> Event:
+    """An entry of a room's log, as its author signed it."""
+    return "ENTRY", (room.name, str(index), b64encode(data), b64encode(signature))
 
 
 def topic(room: RoomRow, by: str) -> Event:
     return "TOPIC", (room.name, by, room.topic)
-
-
-def role(room: RoomRow, nick: str, new_role: str, by: str) -> Event:
-    return "ROLE", (room.name, nick, new_role, by)
 
 
 def settings(room: RoomRow, by: str, history: str, retention_days: int) -> Event:

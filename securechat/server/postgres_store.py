@@ -21,17 +21,21 @@ from securechat.constants import DATABASE_CONNECT_TIMEOUT_SECONDS
 from securechat.server.sqlstore import (
     LAST_SEQ,
     SQLStore,
+    append_entry,
     append_message,
     mark_joined,
+    remember_fingerprint,
+    attach_logs,
+    select_fingerprints,
+    select_log,
     schema_version,
     select_users,
     versions_to_apply,
 )
 from securechat.server.store import (
     AppendResult,
-    EpochConflict,
-    EpochRow,
     IStore,
+    LogEffects,
     MessageRow,
     NameTaken,
     RegistrationTokenInvalid,
@@ -165,6 +169,21 @@ MIGRATIONS = {
         OR EXISTS (SELECT 1 FROM rooms, messages WHERE messages.room_id = rooms.id
                    AND messages.sender_id = users.id);
     """,
+    4: """
+    CREATE TABLE room_log (
+        room_id BIGINT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        idx BIGINT NOT NULL,
+        entry BYTEA NOT NULL,
+        signature BYTEA NOT NULL,
+        created DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (room_id, idx)
+    );
+    CREATE TABLE fingerprints (
+        fingerprint BYTEA PRIMARY KEY,
+        user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE
+    );
+    INSERT INTO fingerprints (fingerprint, user_id) SELECT fingerprint, id FROM users;
+    """,
 }
 
 
@@ -278,35 +297,14 @@ class PostgresStore(SQLStore):
 
     # -- rooms ---------------------------------------------------------------
 
-    def create_room(self, name: str, owner_id: int, now: float):
-        return self._run(_create_room, name, owner_id, now)
-
-    def remove_member(self, room_id: int, user_id: int, banned_by: int | None, now: float):
-        def interaction(txn):
-            for table in ("members", "invites", "wrap_requests"):
-                txn.execute(
-                    f"DELETE FROM {table} WHERE room_id = %s AND user_id = %s", (room_id, user_id)
-                )
-            txn.execute("UPDATE rooms SET rekey_required = TRUE WHERE id = %s", (room_id,))
-            if banned_by is not None:
-                txn.execute(
-                    "INSERT INTO bans (room_id, user_id, banned_by, created)"
-                    " VALUES (%s, %s, %s, %s) ON CONFLICT (room_id, user_id)"
-                    " DO UPDATE SET banned_by = EXCLUDED.banned_by, created = EXCLUDED.created",
-                    (room_id, user_id, banned_by, now),
-                )
-
-        return self._run(interaction)
+    def create_room(self, name: str, owner_id: int, now: float,
+                    genesis: tuple[bytes, bytes] | None = None):
+        return self._run(_create_room, name, owner_id, now, genesis)
 
     # -- messages ------------------------------------------------------------
 
     def append_messages(self, rows: list[MessageRow]):
         return self._run(_append_messages, rows)
-
-    # -- key directory -------------------------------------------------------
-
-    def add_epoch(self, row: EpochRow, wraps: dict[int, tuple[int, bytes]], now: float):
-        return self._run(_add_epoch, row, wraps, now)
 
 
 # -- interactions (run on the pool's threads) ----------------------------------
@@ -337,7 +335,8 @@ def _load(txn) -> Snapshot:
     _fill_rooms(txn, rooms)
     txn.execute(_REQUESTS)
     requests = [WrapRequestRow(*r) for r in txn.fetchall()]
-    return Snapshot(users, list(rooms.values()), requests)
+    attach_logs(txn, rooms)
+    return Snapshot(users, list(rooms.values()), requests, select_fingerprints(txn))
 
 
 _ROOM_SELECT = (
@@ -398,6 +397,8 @@ def _load_room(txn, room_id: int) -> tuple[RoomRow | None, list[WrapRequestRow]]
         return None, []
     rooms = {room_id: _room_row(found)}
     _fill_rooms(txn, rooms, "room_id = %s", (room_id,))
+    rooms[room_id].log = [(data, signature) for _, data, signature
+                          in select_log(txn, room_id, placeholder="%s")] or None
     txn.execute(f"{_REQUESTS} WHERE room_id = %s", (room_id,))
     return rooms[room_id], [WrapRequestRow(*r) for r in txn.fetchall()]
 
@@ -415,6 +416,7 @@ def _add_user(txn, user: UserRow, now: float, token_digest: bytes | None) -> int
     except psycopg2.errors.UniqueViolation:
         raise NameTaken() from None
     user_id = txn.fetchone()[0]
+    remember_fingerprint(txn, user.fingerprint, user_id, "%s")
     if token_digest is not None:
         # A concurrent use of the same token waits for this row, then sees
         # used_by set and matches nothing: a token works once.
@@ -439,6 +441,7 @@ def _reset_user(txn, user: UserRow, token_digest: bytes) -> None:
         " WHERE id = %s",
         (user.sign_key, user.enc_key, user.enc_signature, user.fingerprint, user.id),
     )
+    remember_fingerprint(txn, user.fingerprint, user.id, "%s")
     # Wraps to the lost key are useless to the new one; and whoever holds the
     # lost key must not read what comes next: every room of theirs re-keys.
     txn.execute("DELETE FROM wraps WHERE user_id = %s", (user.id,))
@@ -446,7 +449,8 @@ def _reset_user(txn, user: UserRow, token_digest: bytes) -> None:
                 " (SELECT room_id FROM members WHERE user_id = %s)", (user.id,))
 
 
-def _create_room(txn, name: str, owner_id: int, now: float) -> int:
+def _create_room(txn, name: str, owner_id: int, now: float,
+                 genesis: tuple[bytes, bytes] | None) -> int:
     try:
         txn.execute(
             "INSERT INTO rooms (name, folded, created) VALUES (%s, %s, %s) RETURNING id",
@@ -460,6 +464,8 @@ def _create_room(txn, name: str, owner_id: int, now: float) -> int:
         (room_id, owner_id, now),
     )
     mark_joined(txn, owner_id, "%s")
+    if genesis is not None:
+        append_entry(txn, room_id, 0, *genesis, now, LogEffects(), "%s")
     return room_id
 
 
@@ -495,31 +501,3 @@ def _append_messages(txn, rows: list[MessageRow]) -> list[AppendResult]:
         # so MAX sees every message the previous holder committed.
         results.append(append_message(txn, row, "%s"))
     return results
-
-
-
-
-def _add_epoch(txn, row: EpochRow, wraps: dict[int, tuple[int, bytes]], now: float) -> None:
-    # The primary key (room_id, epoch) is the compare-and-set: a concurrent
-    # insert of the same epoch waits for this one, then fails if it commits.
-    # Any integrity error is a conflict, as in the SQLite store (a room
-    # deleted meanwhile included).
-    try:
-        txn.execute(
-            "INSERT INTO epochs (room_id, epoch, rotator_id, record, signature, created)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            (row.room_id, row.epoch, row.rotator_id, row.record, row.signature, now),
-        )
-    except psycopg2.IntegrityError:
-        raise EpochConflict() from None
-    psycopg2.extras.execute_values(
-        txn,
-        "INSERT INTO wraps (room_id, epoch, user_id, wrapper_id, wrap) VALUES %s",
-        [(row.room_id, row.epoch, user_id, wrapper_id, wrap)
-         for user_id, (wrapper_id, wrap) in wraps.items()],
-    )
-    txn.execute("UPDATE rooms SET rekey_required = FALSE WHERE id = %s", (row.room_id,))
-    txn.execute(
-        "DELETE FROM wrap_requests WHERE room_id = %s AND user_id = ANY(%s)",
-        (row.room_id, list(wraps)),
-    )

@@ -353,29 +353,19 @@ class ServerProtocol(LineProtocol):
 
     # -- rooms -----------------------------------------------------------------
 
-    def handle_join(self, request_id, room, password):
-        return self._answer(request_id, self.service.join(self.user, room, password))
+    def handle_log(self, request_id, room, from_index):
+        return self._answer(request_id, self.service.read_log(self.user, room, from_index))
 
-    def handle_part(self, request_id, room, reason):
-        return self._answer(request_id, self.service.part(self.user, room, reason))
+    def handle_join(self, request_id, room, index, entry, signature, password):
+        return self._answer(request_id, self.service.join(self.user, room, index, entry,
+                                                          signature, password))
+
+    def handle_append(self, request_id, room, index, entry, signature):
+        return self._answer(request_id, self.service.append(self.user, room, index, entry,
+                                                            signature))
 
     def handle_topic(self, request_id, room, topic):
         return self._answer(request_id, self.service.set_topic(self.user, room, topic))
-
-    def handle_invite(self, request_id, room, nick, signature):
-        return self._answer(request_id, self.service.invite(self.user, room, nick, signature))
-
-    def handle_kick(self, request_id, room, nick, reason):
-        return self._answer(request_id, self.service.kick(self.user, room, nick, reason))
-
-    def handle_ban(self, request_id, room, nick, reason):
-        return self._answer(request_id, self.service.kick(self.user, room, nick, reason, ban=True))
-
-    def handle_unban(self, request_id, room, nick):
-        return self._answer(request_id, self.service.unban(self.user, room, nick))
-
-    def handle_role(self, request_id, room, nick, role):
-        return self._answer(request_id, self.service.set_role(self.user, room, nick, role))
 
     def handle_set(self, request_id, room, setting, value):
         return self._answer(request_id, self.service.configure(self.user, room, setting, value))
@@ -409,13 +399,12 @@ class ServerProtocol(LineProtocol):
     def handle_epochs(self, request_id, room, from_epoch):
         return self._answer(request_id, self.service.epochs(self.user, room, from_epoch))
 
-    def handle_rotate(self, request_id, room, epoch, record, signature, own_wrap):
-        return self._answer(
-            request_id, self.service.rotate(self.user, room, epoch, record, signature, own_wrap)
-        )
+    def handle_rotate(self, request_id, room, index, entry, signature, own_wrap):
+        return self._answer(request_id, self.service.rotate(self.user, room, index, entry,
+                                                            signature, own_wrap))
 
-    def handle_wrap(self, request_id, room, epoch, nick, wrap):
-        return self._answer(request_id, self.service.wrap(self.user, room, epoch, nick, wrap))
+    def handle_wraps(self, request_id, room, epoch, wraps):
+        return self._answer(request_id, self.service.hand_over(self.user, room, epoch, wraps))
 
     def handle_keyreq(self, request_id, room):
         return self._answer(request_id, self.service.request_key(self.user, room))

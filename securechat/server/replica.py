@@ -58,9 +58,8 @@ class _Serial:
 
 
 # Store methods that change one room, with where its id is in their arguments.
-_ROOM_ID_FIRST = frozenset({"add_member", "remove_member", "unban", "set_role", "update_room",
-                            "add_invite", "delete_room", "delete_wrap_request"})
-_ROW_FIRST = frozenset({"add_epoch", "add_wrap", "put_wrap_request"})
+_ROOM_ID_FIRST = frozenset({"append_entry", "update_room", "delete_room", "delete_wrap_request"})
+_ROW_FIRST = frozenset({"add_wrap", "put_wrap_request"})
 
 
 class _TrackedStore:
@@ -256,6 +255,7 @@ class Replica:
         if current is not None:
             # What was delivered here, not what is stored: catching up moves it.
             row.last_seq = current.last_seq
+        service.logs.adopt(row)
         service.rooms.replace_room(row)
         service.requests.replace_room(room_id, requests)
         service.room_reloaded(row)

@@ -8,14 +8,9 @@ whether an operation is allowed, persists it, then applies it here.
 from dataclasses import dataclass
 
 from securechat.constants import MAX_MEMBERS_PER_ROOM, MAX_ROOMS_PER_USER, MAX_TOPIC_LENGTH
-from securechat.crypto.roomkeys import EpochRecord, RoomKeyError
 from securechat.names import check_room, fold
 from securechat.server.store import RoomRow
 from securechat.wire import Code, WireError
-
-# Higher rank may act on lower rank.
-RANKS = {"member": 0, "op": 1, "owner": 2}
-
 
 @dataclass(frozen=True)
 class RoomLimits:
@@ -90,18 +85,8 @@ class RoomRegistry:
     def release(self, name: str) -> None:
         self._reserved.discard(fold(name))
 
-    def check_join(self, room: RoomRow, user_id: int, password_ok: bool | None) -> None:
-        """Why C{user_id} may not join C{room}, if they may not.
-
-        @param password_ok: the result of checking the join password, or
-            None if the room has none.
-        """
-        if user_id in room.bans:
-            raise WireError(Code.BANNED, f"you are banned from {room.name}")
-        if room.invite_only and user_id not in room.invites:
-            raise WireError(Code.INVITE_ONLY, f"{room.name} is invite-only: ask an op to invite you")
-        if password_ok is False:
-            raise WireError(Code.BAD_PASSWORD, f"wrong password for {room.name}")
+    def check_join(self, room: RoomRow, user_id: int) -> None:
+        """The server's own limits on a join (the log's rules come first)."""
         if len(room.members) >= self.limits.max_members_per_room:
             raise WireError(Code.ROOM_FULL, f"{room.name} has its maximum of members")
         self._check_room_count(user_id)
@@ -113,15 +98,6 @@ class RoomRegistry:
                 f"you are in {self.limits.max_rooms_per_user} rooms already; part one first",
             )
 
-    def check_act_on(self, room: RoomRow, actor_id: int, target_id: int) -> None:
-        """An op or owner may kick or ban only someone of lower rank."""
-        actor = room.members.get(actor_id)
-        if actor not in ("op", "owner"):
-            raise WireError(Code.NOT_ALLOWED, f"that needs op or owner in {room.name}")
-        target = room.members.get(target_id, "member")
-        if RANKS[target] >= RANKS[actor]:
-            raise WireError(Code.NOT_ALLOWED, f"you cannot act on a {target} of {room.name}")
-
     # -- changes (applied after the store committed them) --------------------
 
     def add_room(self, room: RoomRow) -> None:
@@ -131,30 +107,14 @@ class RoomRegistry:
         for user_id in room.members:
             self._rooms_of.setdefault(user_id, set()).add(room.id)
 
-    def add_member(self, room: RoomRow, user_id: int, role: str) -> None:
-        room.members[user_id] = role
-        self._rooms_of.setdefault(user_id, set()).add(room.id)
-
-    def remove_member(self, room: RoomRow, user_id: int, banned: bool) -> str | None:
-        """Remove a member, banning them if asked.
-
-        @return: who should become owner, if the owner left and others remain.
-        """
-        role = room.members.pop(user_id, None)
-        room.invites.pop(user_id, None)
-        room.holders.discard(user_id)
-        room.rekey_required = True
-        self._rooms_of.get(user_id, set()).discard(room.id)
-        if banned:
-            room.bans.add(user_id)
-        if role == "owner" and room.members:
-            return self.successor(room)
-        return None
-
-    def successor(self, room: RoomRow) -> int:
-        """Who becomes owner when the owner leaves: the first op, else the first member."""
-        ops = [u for u, r in room.members.items() if r == "op"]
-        return (ops or list(room.members))[0]
+    def set_members(self, room: RoomRow, members: dict[int, str]) -> None:
+        """The room's members (user id to role) after a change its log made."""
+        for user_id in set(room.members) - set(members):
+            self._rooms_of.get(user_id, set()).discard(room.id)
+            room.holders.discard(user_id)
+        for user_id in members:
+            self._rooms_of.setdefault(user_id, set()).add(room.id)
+        room.members = dict(members)
 
     def replace_room(self, room: RoomRow) -> None:
         """The room as another daemon left it, re-read from the database.
@@ -177,14 +137,3 @@ class RoomRegistry:
         del self._by_name[fold(room.name)]
         for user_id in room.members:
             self._rooms_of.get(user_id, set()).discard(room.id)
-
-
-def history_of(record: bytes) -> str:
-    """The history policy a room's current epoch record names: "joined" when
-    there is none yet, or it cannot be read (the stricter of the two)."""
-    if not record:
-        return "joined"
-    try:
-        return EpochRecord.decode(record).history
-    except RoomKeyError:
-        return "joined"

@@ -18,38 +18,33 @@ from twisted.logger import Logger
 from securechat.constants import (
     LIST_PAGE,
     MAX_HISTORY_PAGE,
-    MAX_REASON_LENGTH,
     MAX_RETENTION_DAYS,
     ROTATE_AFTER_MESSAGES,
     ROTATE_AFTER_SECONDS,
     SYNC_PAGE,
     WHO_PAGE,
-    WRAP_BYTES,
 )
-from securechat.crypto.identity import verify_invite
-from securechat.crypto.roomkeys import FIRST_EPOCH, GENESIS_HASH, EpochRecord, RoomKeyError
+from securechat.crypto.roomkeys import FIRST_EPOCH
+from securechat.names import fold
 from securechat.server import events
 from securechat.server.accounts import AccountRegistry, public_identity
 from securechat.server.fanout import LocalFanOut, OutputBatch
 from securechat.server.housekeeping import Housekeeping
+from securechat.server.keydirectory import KeyDirectory
 from securechat.server.limits import StorageBudget, StorageLimits
 from securechat.server.messagelog import MessageLog
 from securechat.server.metrics import ServerMetrics
 from securechat.server.operator import OperatorChanges, drop_connections
+from securechat.server.passwords import hash_room_password, token_digest
 from securechat.server.replica import Replica
-from securechat.names import check_room, fold
-from securechat.server.passwords import check_room_password, hash_room_password, token_digest
-from securechat.server.rooms import RoomLimits, RoomRegistry, history_of
+from securechat.server.roomlogs import RoomLogs
+from securechat.server.rooms import RoomLimits, RoomRegistry
 from securechat.server.store import (
-    EpochConflict,
-    EpochRow,
     MessageRow,
     NameTaken,
     RegistrationTokenInvalid,
     RoomRow,
     UserRow,
-    WrapRequestRow,
-    WrapRow,
 )
 from securechat.server.wrapqueue import WrapRequestQueue
 from securechat.wire import Code, WireError
@@ -116,8 +111,9 @@ class ChatService(service.Service):
         self.requests: WrapRequestQueue | None = None
         self.replica = Replica(self)
         self.store = self.replica.tracking(store)
+        self.logs = RoomLogs(self)
+        self.keys = KeyDirectory(self)
         self.operator: OperatorChanges | None = None
-        self._history: dict[int, str] = {}
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -132,11 +128,12 @@ class ChatService(service.Service):
         if not self.running:
             # Stopped while loading: start nothing that would use the closed store.
             return None
-        self.accounts = AccountRegistry(snapshot.users, self.settings.registration)
+        self.accounts = AccountRegistry(snapshot.users, self.settings.registration,
+                                        snapshot.fingerprints)
+        for room in snapshot.rooms:
+            self.logs.adopt(room)
         self.rooms = RoomRegistry(snapshot.rooms, self.settings.limits)
         self.requests = WrapRequestQueue(snapshot.wrap_requests)
-        for room in self.rooms:
-            self._history[room.id] = history_of(room.epoch_record)
         log.info("loaded {users} accounts and {rooms} rooms", users=len(self.accounts),
                  rooms=len(self.rooms))
         if self.settings.registration == "open":
@@ -221,6 +218,9 @@ class ChatService(service.Service):
             self.accounts.release(user.nick)
         self.accounts.replace(row)
         for room in self.rooms.rooms_of(user.id):
+            # The lost key holds every key so far: the next message needs a new
+            # one, which its new key will get once its client has put it in
+            # the room's log.
             room.rekey_required = True
             room.holders.discard(user.id)
             self.fanout.room_changed(room.id)
@@ -235,10 +235,11 @@ class ChatService(service.Service):
         self.fanout.attach(user.id, connection)
         for room in self.rooms.rooms_of(user.id):
             if user.id in room.holders:
-                self._dispatch_requests(room)
+                self.keys.dispatch(room)
 
     def detach(self, user: UserRow, connection) -> None:
         if self.fanout.detach(user.id, connection):
+            self.keys.offline(user.id)
             self.holder_offline(user.id)
 
     def holder_offline(self, user_id: int) -> None:
@@ -247,35 +248,37 @@ class ChatService(service.Service):
         for room_id in self.requests.unassign_holder(user_id):
             room = self.rooms.get(room_id)
             if room is not None:
-                self._dispatch_requests(room)
+                self.keys.dispatch(room)
                 self.fanout.room_changed(room_id)
 
     def daemon_gone(self) -> None:
         """Requests another daemon's holders were serving are ours to hand out now."""
         for room_id in self.requests.waiting_rooms():
-            self._dispatch_requests(self.rooms.by_id(room_id))
+            self.keys.dispatch(self.rooms.by_id(room_id))
 
     def drop_sessions(self, user_id: int, code: Code, text: str) -> None:
         drop_connections(self.fanout, user_id, code, text)
 
     def room_reloaded(self, room: RoomRow) -> None:
         """Another daemon changed C{room}; what follows from it here."""
-        self._history[room.id] = history_of(room.epoch_record)
-        self._dispatch_requests(room)
+        self.keys.dispatch(room)
 
     # -- helpers ---------------------------------------------------------------
 
-    def _publish(self, room: RoomRow, event: events.Event, exclude=None, extra=()) -> None:
+    def run_blocking(self, function, *args):
+        return self._run_blocking(function, *args)
+
+    def publish(self, room: RoomRow, event: events.Event, exclude=None, extra=()) -> None:
         self.fanout.publish([*room.members, *extra], events.line("*", event), exclude)
 
-    def _push(self, user_id: int, event: events.Event) -> None:
+    def push(self, user_id: int, event: events.Event) -> None:
         self.fanout.publish([user_id], events.line("*", event))
 
     def nick(self, user_id: int) -> str:
         return self.accounts.by_id(user_id).nick
 
     def history_policy(self, room: RoomRow) -> str:
-        return self._history.get(room.id, "joined")
+        return room.state.history if room.state is not None else "joined"
 
     def retention_days(self, room: RoomRow) -> int:
         """Days the room's messages are kept (0: for ever): the server's setting,
@@ -283,9 +286,9 @@ class ChatService(service.Service):
         days = [d for d in (self.settings.retention_days, room.retention_days) if d]
         return min(days, default=0)
 
-    def _room_state(self, room: RoomRow, user: UserRow) -> events.Event:
+    def room_state(self, room: RoomRow, user: UserRow, next_seq: int = 1) -> events.Event:
         return events.room_state(room, room.members[user.id], self.history_policy(room),
-                                 self.retention_days(room))
+                                 self.retention_days(room), next_seq)
 
     def _rekey_due(self, room: RoomRow) -> bool:
         return (
@@ -295,14 +298,8 @@ class ChatService(service.Service):
             or self.now() - room.epoch_created >= ROTATE_AFTER_SECONDS
         )
 
-    def _dispatch_requests(self, room: RoomRow) -> None:
-        # Each daemon asks only holders connected to it; a room's change makes
-        # every daemon look again, so a request never waits for the wrong one.
-        for request, holder in self.requests.assign(room, self.fanout.online_here()):
-            self._push(holder, events.wrap_request(room, room.epoch, self.nick(request.user_id)))
-
     @staticmethod
-    def _check_text(text: str | None, limit: int, what: str) -> str:
+    def check_text(text: str | None, limit: int, what: str) -> str:
         text = text or ""
         if len(text) > limit:
             raise WireError(Code.BAD_ARGUMENTS, f"{what} is over {limit} characters")
@@ -310,148 +307,30 @@ class ChatService(service.Service):
 
     # -- rooms -----------------------------------------------------------------
 
-    @defer.inlineCallbacks
-    def _create(self, user: UserRow, name: str):
-        """The new room, owned by C{user}; None if another daemon made it first
-        (it is then read in, and joined as any existing room)."""
-        self.rooms.check_create(name, user.id)
-        try:
-            room_id = yield self.store.create_room(name, user.id, self.now())
-        except NameTaken:
-            self.rooms.release(name)
-            room_id = yield self.store.room_id(name)
-            if room_id is None:
-                raise WireError(Code.NO_SUCH_ROOM, f"{name} was deleted meanwhile") from None
-            yield self.replica.reload_room(room_id)
-            return None
-        self.rooms.release(name)
-        room = RoomRow(room_id, name, "", False, None, False, self.now(),
-                       members={user.id: "owner"})
-        self.rooms.add_room(room)
-        self.fanout.room_changed(room.id)
-        log.info("{nick} created {room}", nick=user.nick, room=name)
-        return room
+    def read_log(self, user: UserRow, name: str, from_index: int):
+        return self.logs.read(user, name, from_index)
 
-    @defer.inlineCallbacks
-    def join(self, user: UserRow, name: str, password: str | None):
-        room = self.rooms.find(check_room(name))
-        if room is None:
-            created = yield self._create(user, name)
-            if created is not None:
-                return [self._room_state(created, user), ok()]
-            room = self.rooms.require(name)
-        if user.id in room.members:
-            return [self._room_state(room, user), ok()]
-        password_ok = None
-        if room.password_hash:
-            password_ok = yield self._run_blocking(
-                check_room_password, password or "", room.password_hash
-            )
-        if user.id in room.members:
-            return [self._room_state(room, user), ok()]
-        self.rooms.check_join(room, user.id, password_ok)
-        role = "owner" if not room.members else "member"
-        # Applied before the write, so that a concurrent join, kick or ban sees it;
-        # the reply still waits for the commit.
-        self.rooms.add_member(room, user.id, role)
-        try:
-            yield self.store.add_member(room.id, user.id, role, self.now())
-        except BaseException:
-            self.rooms.remove_member(room, user.id, banned=False)
-            raise
-        if self.history_policy(room) == "joined" and room.epoch >= FIRST_EPOCH:
-            # A newcomer may read only what is sent after they joined: the next
-            # message needs an epoch whose key they were given.
-            room.rekey_required = True
-            yield self.store.update_room(room.id, rekey_required=True)
-        self.fanout.room_changed(room.id)
-        self._publish(room, events.joined(room, user.nick, role))
-        return [self._room_state(room, user), ok()]
+    def join(self, user: UserRow, name: str, index: int, entry: bytes, signature: bytes,
+             password: str | None):
+        return self.logs.join(user, name, index, entry, signature, password)
 
-    @defer.inlineCallbacks
-    def part(self, user: UserRow, name: str, reason: str | None):
-        room = self.rooms.require_member(name, user.id)
-        reason = self._check_text(reason, MAX_REASON_LENGTH, "the reason")
-        yield self._remove(room, user, user, "part", reason, ban=False)
-        return [ok()]
-
-    @defer.inlineCallbacks
-    def kick(self, actor: UserRow, name: str, nick: str, reason: str | None, ban: bool = False):
-        room = self.rooms.require_member(name, actor.id)
-        target = self.accounts.require(nick)
-        reason = self._check_text(reason, MAX_REASON_LENGTH, "the reason")
-        self.rooms.check_act_on(room, actor.id, target.id)
-        if target.id not in room.members and not ban:
-            raise WireError(Code.NOT_MEMBER, f"{target.nick} is not in {room.name}")
-        yield self._remove(room, target, actor, "ban" if ban else "kick", reason, ban)
-        return [ok()]
-
-    @defer.inlineCallbacks
-    def _remove(self, room: RoomRow, target: UserRow, actor: UserRow, how: str, reason: str,
-                ban: bool):
-        was_member = target.id in room.members
-        yield self.store.remove_member(room.id, target.id, actor.id if ban else None, self.now())
-        successor = self.rooms.remove_member(room, target.id, ban)
-        self.requests.remove(room.id, target.id)
-        self.fanout.room_changed(room.id)
-        if was_member:
-            self._publish(room, events.parted(room, target.nick, how, actor.nick, reason),
-                          extra=[target.id])
-        if successor is not None:
-            yield self._set_role(room, successor, "owner", actor)
-        log.info("{actor} {how} {target} from {room}", actor=actor.nick, how=how,
-                 target=target.nick, room=room.name)
-
-    @defer.inlineCallbacks
-    def unban(self, actor: UserRow, name: str, nick: str):
-        room = self.rooms.require_role(name, actor.id, "op", "owner")
-        target = self.accounts.require(nick)
-        yield self.store.unban(room.id, target.id)
-        room.bans.discard(target.id)
-        self.fanout.room_changed(room.id)
-        return [ok()]
+    def append(self, user: UserRow, name: str, index: int, entry: bytes, signature: bytes):
+        return self.logs.append(user, name, index, entry, signature)
 
     @defer.inlineCallbacks
     def set_topic(self, actor: UserRow, name: str, topic: str):
         room = self.rooms.require_role(name, actor.id, "op", "owner")
-        topic = self._check_text(topic, self.rooms.limits.max_topic_length, "the topic")
+        topic = self.check_text(topic, self.rooms.limits.max_topic_length, "the topic")
         yield self.store.update_room(room.id, topic=topic)
         room.topic = topic
         self.fanout.room_changed(room.id)
-        self._publish(room, events.topic(room, actor.nick))
+        self.publish(room, events.topic(room, actor.nick))
         return [ok()]
-
-    @defer.inlineCallbacks
-    def set_role(self, actor: UserRow, name: str, nick: str, role: str):
-        room = self.rooms.require_role(name, actor.id, "owner")
-        target = self.accounts.require(nick)
-        if target.id not in room.members:
-            raise WireError(Code.NOT_MEMBER, f"{target.nick} is not in {room.name}")
-        if role not in ("owner", "op", "member"):
-            raise WireError(Code.BAD_ARGUMENTS, "a role is owner, op or member")
-        if target.id == actor.id:
-            raise WireError(Code.NOT_ALLOWED, "give ownership to someone else instead")
-        if role == "owner":
-            yield self._set_role(room, actor.id, "op", actor)
-        yield self._set_role(room, target.id, role, actor)
-        return [ok()]
-
-    @defer.inlineCallbacks
-    def _set_role(self, room: RoomRow, user_id: int, role: str, actor: UserRow):
-        yield self.store.set_role(room.id, user_id, role)
-        room.members[user_id] = role
-        self.fanout.room_changed(room.id)
-        self._publish(room, events.role(room, self.nick(user_id), role, actor.nick))
 
     @defer.inlineCallbacks
     def configure(self, actor: UserRow, name: str, setting: str, value: str | None):
         room = self.rooms.require_role(name, actor.id, "owner")
-        if setting == "invite_only":
-            if value not in ("on", "off"):
-                raise WireError(Code.BAD_ARGUMENTS, "invite_only takes on or off")
-            yield self.store.update_room(room.id, invite_only=value == "on")
-            room.invite_only = value == "on"
-        elif setting == "password":
+        if setting == "password":
             digest = (yield self._run_blocking(hash_room_password, value)) if value else None
             yield self.store.update_room(room.id, password_hash=digest)
             room.password_hash = digest
@@ -460,33 +339,19 @@ class ChatService(service.Service):
             yield self.store.update_room(room.id, retention_days=days)
             room.retention_days = days
         else:
-            raise WireError(Code.BAD_ARGUMENTS, "settings are invite_only, password and "
-                                                "retention")
+            raise WireError(Code.BAD_ARGUMENTS, "the server's settings are password and "
+                                                "retention (invite-only is a policy entry "
+                                                "of the room's log)")
         self.fanout.room_changed(room.id)
-        self._publish(room, events.settings(room, actor.nick, self.history_policy(room),
-                                            self.retention_days(room)))
-        return [ok()]
-
-    @defer.inlineCallbacks
-    def invite(self, actor: UserRow, name: str, nick: str, signature: bytes):
-        room = self.rooms.require_role(name, actor.id, "op", "owner")
-        target = self.accounts.require(nick)
-        if target.id in room.members:
-            raise WireError(Code.ALREADY_MEMBER, f"{target.nick} is already in {room.name}")
-        if not verify_invite(self.accounts.identity(actor), signature, room.name, target.nick,
-                             self.accounts.identity(target)):
-            raise WireError(Code.BAD_SIGNATURE, "the invite is not signed by your identity key")
-        yield self.store.add_invite(room.id, target.id, actor.id, signature, self.now())
-        room.invites[target.id] = (actor.id, signature)
-        self.fanout.room_changed(room.id)
-        self._push(target.id, events.invited(room, actor.nick))
+        self.publish(room, events.settings(room, actor.nick, self.history_policy(room),
+                                           self.retention_days(room)))
         return [ok()]
 
     @defer.inlineCallbacks
     def delete(self, actor: UserRow, name: str):
         room = self.rooms.require_role(name, actor.id, "owner")
         yield self.store.delete_room(room.id)
-        self._publish(room, events.deleted(room, actor.nick))
+        self.publish(room, events.deleted(room, actor.nick))
         self.rooms.delete_room(room)
         self.requests.remove_room(room.id)
         self.fanout.room_changed(room.id)
@@ -514,12 +379,8 @@ class ChatService(service.Service):
         members = [(self.accounts.by_id(m), role) for m, role in room.members.items()]
         page, more = _page(sorted(members, key=lambda m: fold(m[0].nick)),
                            lambda m: fold(m[0].nick), after, WHO_PAGE)
-        lines = []
-        for member, role in page:
-            invite = room.invites.get(member.id)
-            evidence = (self.nick(invite[0]), invite[1]) if invite else None
-            lines.append(events.member(room, member, role, self.fanout.online(member.id),
-                                       evidence))
+        lines = [events.member(room, member, role, self.fanout.online(member.id))
+                 for member, role in page]
         return [*lines, ok(str(len(lines)), *more)]
 
     def user_keys(self, nick: str):
@@ -536,6 +397,9 @@ class ChatService(service.Service):
         @param connection: the sender's connection, which gets no echo.
         """
         room = self.rooms.require_member(name, user.id)
+        if room.state is not None and user.fingerprint not in room.state.members:
+            raise WireError(Code.NOT_MEMBER, f"your key is not a member of {room.name}'s log "
+                                             f"(your client puts it there first)")
         if epoch > room.epoch and self.fanout.several_daemons and not behind_checked:
             # A newer epoch than this daemon knows: made through another daemon
             # a moment ago. Read the room, then judge.
@@ -614,153 +478,32 @@ class ChatService(service.Service):
             page = yield self.store.history(room.id, None, after, SYNC_PAGE)
             rows = events.within_budget(page, keep_newest=False)
             first_epoch = min([r.epoch for r in rows] + [room.epoch])
-            lines.append(self._room_state(room, user))
-            lines.extend((yield self._keys_from(room, user, first_epoch)))
+            next_seq = yield self.store.next_seq(room.id, user.id)
+            lines.append(self.room_state(room, user, next_seq))
+            lines.extend((yield self.keys.keys_from(room, user, first_epoch)))
             lines.extend(events.message(room, r, self.nick(r.sender_id)) for r in rows)
             if rows and len(rows) < len(page) or len(page) == SYNC_PAGE:
                 lines.append(events.more(room, rows[-1].server_seq))
         return [*lines, ok()]
 
     @defer.inlineCallbacks
-    def _keys_from(self, room: RoomRow, user: UserRow, from_epoch: int):
-        lines = []
-        for row in (yield self.store.epochs(room.id, from_epoch)):
-            lines.append(events.epoch(room, row, self.nick(row.rotator_id)))
-        for row in (yield self.store.wraps_for(user.id, room.id, from_epoch)):
-            lines.append(events.key(room, row, self.nick(row.wrapper_id)))
-        request = self.requests.get(room.id, user.id)
-        if request is not None and request.withheld_code:
-            lines.append(events.withheld(room, request.epoch, self.nick(request.withheld_by),
-                                         request.withheld_code, request.withheld_text or ""))
-        elif request is not None:
-            lines.append(events.pending(room, room.epoch))
-        return lines
-
-    @defer.inlineCallbacks
     def epochs(self, user: UserRow, name: str, from_epoch: int):
         room = self.rooms.require_member(name, user.id)
-        lines = yield self._keys_from(room, user, from_epoch)
+        lines = yield self.keys.keys_from(room, user, from_epoch)
         return [*lines, ok()]
 
-    # -- key directory ---------------------------------------------------------
+    # -- keys ------------------------------------------------------------------
 
-    @defer.inlineCallbacks
-    def rotate(self, user: UserRow, name: str, epoch: int, record_bytes: bytes,
-               signature: bytes, own_wrap: bytes):
-        room = self.rooms.require_member(name, user.id)
-        if epoch != room.epoch + 1:
-            raise WireError(Code.EPOCH_CONFLICT,
-                            f"{room.name} is at epoch {room.epoch}; fetch it and retry")
-        record = self._check_record(room, user, epoch, record_bytes, signature)
-        self._check_wrap(own_wrap)
-        previous = (room.epoch, room.epoch_record, room.epoch_created, room.epoch_messages,
-                    room.holders, room.rekey_required)
-        room.epoch, room.epoch_record, room.epoch_created = epoch, record_bytes, self.now()
-        room.epoch_messages, room.holders, room.rekey_required = 0, {user.id}, False
-        row = EpochRow(room.id, epoch, user.id, record_bytes, signature)
-        try:
-            yield self.store.add_epoch(row, {user.id: (user.id, own_wrap)}, self.now())
-        except BaseException as error:
-            (room.epoch, room.epoch_record, room.epoch_created, room.epoch_messages,
-             room.holders, room.rekey_required) = previous
-            if isinstance(error, EpochConflict):
-                raise WireError(Code.EPOCH_CONFLICT, f"epoch {epoch} already exists") from None
-            raise
-        self._history[room.id] = record.history
-        self.requests.remove(room.id, user.id)
-        self.fanout.room_changed(room.id)
-        self._publish(room, events.epoch(room, row, user.nick))
-        log.info("{nick} rotated {room} to epoch {epoch} ({reason})", nick=user.nick,
-                 room=room.name, epoch=epoch, reason=record.reason)
-        self._dispatch_requests(room)
-        return [ok(str(epoch))]
+    def rotate(self, user: UserRow, name: str, index: int, entry: bytes, signature: bytes,
+               own_wrap: bytes):
+        return self.keys.rotate(user, name, index, entry, signature, own_wrap)
 
-    def _check_record(self, room: RoomRow, user: UserRow, epoch: int, data: bytes,
-                      signature: bytes) -> EpochRecord:
-        try:
-            record = EpochRecord.decode(data)
-        except RoomKeyError as error:
-            raise WireError(Code.BAD_EPOCH_RECORD, str(error)) from None
-        previous_hash = (
-            EpochRecord.decode(room.epoch_record).hash() if room.epoch_record else GENESIS_HASH
-        )
-        if (fold(record.room), record.epoch, record.rotator, record.prev_hash) != (
-            fold(room.name), epoch, user.fingerprint, previous_hash
-        ):
-            raise WireError(Code.BAD_EPOCH_RECORD,
-                            "the record names another room, epoch, rotator or previous epoch")
-        if not record.verify(signature, self.accounts.identity(user)):
-            raise WireError(Code.BAD_SIGNATURE, "the epoch record is not signed by you")
-        return record
+    def hand_over(self, user: UserRow, name: str, epoch: int, wraps: str):
+        return self.keys.hand_over(user, name, epoch, wraps)
 
-    @staticmethod
-    def _check_wrap(wrap: bytes) -> None:
-        if len(wrap) != WRAP_BYTES:
-            raise WireError(Code.BAD_ARGUMENTS, f"a wrapped key is {WRAP_BYTES} bytes")
-
-    @defer.inlineCallbacks
-    def wrap(self, user: UserRow, name: str, epoch: int, nick: str, wrapped: bytes):
-        """A holder hands C{nick} the key of C{epoch} (the current one)."""
-        room = yield self._room_for_epoch(name, user, epoch)
-        target = self.accounts.require(nick)
-        if target.id not in room.members:
-            raise WireError(Code.NOT_MEMBER, f"{target.nick} is not in {room.name}")
-        if epoch != room.epoch or user.id not in room.holders:
-            raise WireError(Code.STALE_EPOCH,
-                            f"you can hand out only the current key of {room.name}")
-        self._check_wrap(wrapped)
-        row = WrapRow(room.id, epoch, target.id, user.id, wrapped)
-        yield self.store.add_wrap(row)
-        if epoch == room.epoch:
-            room.holders.add(target.id)
-        self.requests.remove(room.id, target.id)
-        self.fanout.room_changed(room.id)
-        self._push(target.id, events.key(room, row, user.nick))
-        self._dispatch_requests(room)
-        return [ok()]
-
-    @defer.inlineCallbacks
-    def _room_for_epoch(self, name: str, user: UserRow, epoch: int):
-        """The room, to judge a holder's answer for C{epoch} in: read again
-        first if the epoch is newer than this daemon has heard of. It was made
-        through another daemon a moment ago, perhaps by this very holder before
-        its daemon died; refusing would leave members without the key."""
-        room = self.rooms.require_member(name, user.id)
-        if epoch > room.epoch and self.fanout.several_daemons:
-            yield self.replica.fresh(room.id)
-            room = self.rooms.require_member(name, user.id)
-        return room
-
-    @defer.inlineCallbacks
     def request_key(self, user: UserRow, name: str):
-        """File (or renew) the durable request for the current key of a room."""
-        room = self.rooms.require_member(name, user.id)
-        if room.epoch < FIRST_EPOCH:
-            raise WireError(Code.NO_EPOCH, f"{room.name} has no key yet: the next sender makes one")
-        # No shortcut for members the server counts as holders: a wrap it
-        # stored for them may have been junk, and only they can tell.
-        request = WrapRequestRow(room.id, user.id, room.epoch, self.now())
-        yield self.store.put_wrap_request(request)
-        self.requests.put(request)
-        self.fanout.room_changed(room.id)
-        self._dispatch_requests(room)
-        return [events.pending(room, room.epoch), ok(str(room.epoch))]
+        return self.keys.request_key(user, name)
 
-    @defer.inlineCallbacks
     def withhold(self, user: UserRow, name: str, epoch: int, nick: str, code: str,
                  text: str | None):
-        room = yield self._room_for_epoch(name, user, epoch)
-        target = self.accounts.require(nick)
-        if user.id not in room.holders or epoch != room.epoch:
-            raise WireError(Code.NOT_ALLOWED, f"only a holder of the current key of {room.name} "
-                                              f"may answer for it")
-        request = self.requests.get(room.id, target.id)
-        if request is None or request.withheld_code:
-            raise WireError(Code.NO_SUCH_REQUEST, f"{target.nick} is not waiting for a key")
-        text = self._check_text(text, MAX_REASON_LENGTH, "the explanation")
-        withheld = WrapRequestRow(room.id, target.id, epoch, request.created, user.id, code, text)
-        yield self.store.put_wrap_request(withheld)
-        self.requests.put(withheld)
-        self.fanout.room_changed(room.id)
-        self._push(target.id, events.withheld(room, epoch, user.nick, code, text))
-        return [ok()]
+        return self.keys.withhold(user, name, epoch, nick, code, text)

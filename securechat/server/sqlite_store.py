@@ -22,17 +22,21 @@ from securechat.server.sqlstore import (
     SCHEMA_VERSION,
     LAST_SEQ,
     SQLStore,
+    append_entry,
     append_message,
     mark_joined,
+    remember_fingerprint,
+    attach_logs,
+    select_fingerprints,
+    select_log,
     schema_version,
     select_users,
     versions_to_apply,
 )
 from securechat.server.store import (
     AppendResult,
-    EpochConflict,
-    EpochRow,
     IStore,
+    LogEffects,
     MessageRow,
     NameTaken,
     RegistrationTokenInvalid,
@@ -159,6 +163,23 @@ MIGRATIONS = {
         OR id IN (SELECT user_id FROM wraps) OR id IN (SELECT rotator_id FROM epochs)
         OR EXISTS (SELECT 1 FROM rooms, messages WHERE messages.room_id = rooms.id
                    AND messages.sender_id = users.id);
+    """,
+    # The signed room log, and every identity key each user has had (a log
+    # names members by the key they had when they joined).
+    4: """
+    CREATE TABLE room_log (
+        room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        entry BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        created REAL NOT NULL,
+        PRIMARY KEY (room_id, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE fingerprints (
+        fingerprint BLOB PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE
+    );
+    INSERT INTO fingerprints (fingerprint, user_id) SELECT fingerprint, id FROM users;
     """,
 }
 
@@ -297,35 +318,14 @@ class SQLiteStore(SQLStore):
 
     # -- rooms ---------------------------------------------------------------
 
-    def create_room(self, name: str, owner_id: int, now: float):
-        return self._run(_create_room, name, owner_id, now)
-
-    def remove_member(self, room_id: int, user_id: int, banned_by: int | None, now: float):
-        def interaction(txn):
-            txn.execute("DELETE FROM members WHERE room_id = ? AND user_id = ?", (room_id, user_id))
-            txn.execute("DELETE FROM invites WHERE room_id = ? AND user_id = ?", (room_id, user_id))
-            txn.execute(
-                "DELETE FROM wrap_requests WHERE room_id = ? AND user_id = ?", (room_id, user_id)
-            )
-            txn.execute("UPDATE rooms SET rekey_required = 1 WHERE id = ?", (room_id,))
-            if banned_by is not None:
-                txn.execute(
-                    "INSERT OR REPLACE INTO bans (room_id, user_id, banned_by, created) "
-                    "VALUES (?, ?, ?, ?)",
-                    (room_id, user_id, banned_by, now),
-                )
-
-        return self._run(interaction)
+    def create_room(self, name: str, owner_id: int, now: float,
+                    genesis: tuple[bytes, bytes] | None = None):
+        return self._run(_create_room, name, owner_id, now, genesis)
 
     # -- messages ------------------------------------------------------------
 
     def append_messages(self, rows: list[MessageRow]):
         return self._run(_append_messages, rows)
-
-    # -- key directory -------------------------------------------------------
-
-    def add_epoch(self, row: EpochRow, wraps: dict[int, tuple[int, bytes]], now: float):
-        return self._run(_add_epoch, row, wraps, now)
 
 
 # -- interactions (run on the database thread) ---------------------------------
@@ -380,7 +380,8 @@ def _load(txn) -> Snapshot:
         " FROM wrap_requests"
     )
     requests = [WrapRequestRow(*r) for r in txn.fetchall()]
-    return Snapshot(users, list(rooms.values()), requests)
+    attach_logs(txn, rooms)
+    return Snapshot(users, list(rooms.values()), requests, select_fingerprints(txn))
 
 
 
@@ -402,6 +403,7 @@ def _load_room(txn, room_id: int) -> tuple[RoomRow | None, list[WrapRequestRow]]
     epoch = txn.fetchone()[0]
     if epoch is not None:
         _load_epoch(txn, room, epoch)
+    room.log = [(data, signature) for _, data, signature in select_log(txn, room_id)] or None
     txn.execute(
         "SELECT room_id, user_id, epoch, created, withheld_by, withheld_code, withheld_text"
         " FROM wrap_requests WHERE room_id = ?", (room_id,)
@@ -420,6 +422,7 @@ def _add_user(txn, user: UserRow, now: float, token_digest: bytes | None) -> int
     except sqlite3.IntegrityError:
         raise NameTaken() from None
     user_id = txn.lastrowid
+    remember_fingerprint(txn, user.fingerprint, user_id)
     if token_digest is not None:
         txn.execute(
             "UPDATE registration_tokens SET used_by = ? WHERE digest = ? AND used_by IS NULL",
@@ -442,6 +445,7 @@ def _reset_user(txn, user: UserRow, token_digest: bytes) -> None:
         " WHERE id = ?",
         (user.sign_key, user.enc_key, user.enc_signature, user.fingerprint, user.id),
     )
+    remember_fingerprint(txn, user.fingerprint, user.id)
     # Wraps to the lost key are useless to the new one; and whoever holds the
     # lost key must not read what comes next: every room of theirs re-keys.
     txn.execute("DELETE FROM wraps WHERE user_id = ?", (user.id,))
@@ -449,7 +453,8 @@ def _reset_user(txn, user: UserRow, token_digest: bytes) -> None:
                 " (SELECT room_id FROM members WHERE user_id = ?)", (user.id,))
 
 
-def _create_room(txn, name: str, owner_id: int, now: float) -> int:
+def _create_room(txn, name: str, owner_id: int, now: float,
+                 genesis: tuple[bytes, bytes] | None) -> int:
     try:
         txn.execute(
             "INSERT INTO rooms (name, folded, created) VALUES (?, ?, ?)",
@@ -463,6 +468,8 @@ def _create_room(txn, name: str, owner_id: int, now: float) -> int:
         (room_id, owner_id, now),
     )
     mark_joined(txn, owner_id)
+    if genesis is not None:
+        append_entry(txn, room_id, 0, *genesis, now, LogEffects())
     return room_id
 
 
@@ -476,28 +483,3 @@ def _append_messages(txn, rows: list[MessageRow]) -> list[AppendResult]:
             # fails (SQLite undoes the statement, not the transaction).
             results.append(AppendResult("gone", 0))
     return results
-
-
-
-
-
-
-def _add_epoch(txn, row: EpochRow, wraps: dict[int, tuple[int, bytes]], now: float) -> None:
-    try:
-        txn.execute(
-            "INSERT INTO epochs (room_id, epoch, rotator_id, record, signature, created)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (row.room_id, row.epoch, row.rotator_id, row.record, row.signature, now),
-        )
-    except sqlite3.IntegrityError:
-        raise EpochConflict() from None
-    txn.executemany(
-        "INSERT INTO wraps (room_id, epoch, user_id, wrapper_id, wrap) VALUES (?, ?, ?, ?, ?)",
-        [(row.room_id, row.epoch, user_id, wrapper_id, wrap)
-         for user_id, (wrapper_id, wrap) in wraps.items()],
-    )
-    txn.execute("UPDATE rooms SET rekey_required = 0 WHERE id = ?", (row.room_id,))
-    txn.executemany(
-        "DELETE FROM wrap_requests WHERE room_id = ? AND user_id = ?",
-        [(row.room_id, user_id) for user_id in wraps],
-    )

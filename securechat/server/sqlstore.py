@@ -16,13 +16,15 @@ from securechat.constants import ROOM_PURGE_BATCH
 from securechat.server.store import (
     AppendResult,
     EpochRow,
+    LogConflict,
+    LogEffects,
     MessageRow,
     UserRow,
     WrapRequestRow,
     WrapRow,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 ROOM_COLUMNS = {"topic", "invite_only", "password_hash", "rekey_required", "retention_days"}
 
@@ -65,6 +67,83 @@ def mark_joined(txn, user_id: int, placeholder: str = "?") -> None:
     pruned as one that was created and left unused."""
     txn.execute(respell("UPDATE users SET joined_any = ? WHERE id = ? AND joined_any = ?",
                         placeholder), (True, user_id, False))
+
+
+def select_fingerprints(txn) -> dict[bytes, int]:
+    txn.execute("SELECT fingerprint, user_id FROM fingerprints")
+    return {bytes(fp): user_id for fp, user_id in txn.fetchall()}
+
+
+def remember_fingerprint(txn, fingerprint: bytes, user_id: int, placeholder: str = "?") -> None:
+    """A key a user has: rooms' logs may name it even after a reset replaced it."""
+    txn.execute(respell("INSERT INTO fingerprints (fingerprint, user_id) VALUES (?, ?)"
+                        " ON CONFLICT (fingerprint) DO NOTHING", placeholder),
+                (fingerprint, user_id))
+
+
+def attach_logs(txn, rooms: dict) -> None:
+    """Every room's log, in order, onto its row (C{rooms} by id)."""
+    txn.execute("SELECT room_id, entry, signature FROM room_log ORDER BY room_id, idx")
+    for room_id, data, signature in txn.fetchall():
+        room = rooms[room_id]
+        if room.log is None:
+            room.log = []
+        room.log.append((bytes(data), bytes(signature)))
+
+
+def select_log(txn, room_id: int, from_index: int = 0, limit: int | None = None,
+               placeholder: str = "?") -> list[tuple[int, bytes, bytes]]:
+    statement = "SELECT idx, entry, signature FROM room_log WHERE room_id = ? AND idx >= ?" \
+                " ORDER BY idx"
+    params = (room_id, from_index)
+    if limit is not None:
+        statement += " LIMIT ?"
+        params += (limit,)
+    txn.execute(respell(statement, placeholder), params)
+    return [(idx, bytes(entry), bytes(signature)) for idx, entry, signature in txn.fetchall()]
+
+
+def append_entry(txn, room_id: int, index: int, data: bytes, signature: bytes, now: float,
+                 effects: LogEffects, placeholder: str = "?") -> None:
+    """The entry, then what it changes, in the caller's transaction; LogConflict
+    if the index is taken (nothing is written then)."""
+    def run(statement, params):
+        txn.execute(respell(statement, placeholder), params)
+
+    run("INSERT INTO room_log (room_id, idx, entry, signature, created) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (room_id, idx) DO NOTHING", (room_id, index, data, signature, now))
+    if txn.rowcount != 1:
+        raise LogConflict()
+    for user_id, role in effects.members.items():
+        run("DELETE FROM members WHERE room_id = ? AND user_id = ?", (room_id, user_id))
+        if role is not None:
+            run("INSERT INTO members (room_id, user_id, role, joined) VALUES (?, ?, ?, ?)",
+                (room_id, user_id, role, now))
+            mark_joined(txn, user_id, placeholder)
+        else:
+            run("DELETE FROM wrap_requests WHERE room_id = ? AND user_id = ?", (room_id, user_id))
+    for user_id, by in effects.bans.items():
+        run("DELETE FROM bans WHERE room_id = ? AND user_id = ?", (room_id, user_id))
+        if by is not None:
+            run("INSERT INTO bans (room_id, user_id, banned_by, created) VALUES (?, ?, ?, ?)",
+                (room_id, user_id, by, now))
+    if effects.room:
+        check_room_columns(effects.room)
+        assignments = ", ".join(f"{name} = ?" for name in effects.room)
+        run(f"UPDATE rooms SET {assignments} WHERE id = ?", (*effects.room.values(), room_id))
+    if effects.epoch is not None:
+        row = effects.epoch
+        run("INSERT INTO epochs (room_id, epoch, rotator_id, record, signature, created)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, epoch) DO NOTHING",
+            (row.room_id, row.epoch, row.rotator_id, row.record, row.signature, now))
+        if txn.rowcount != 1:
+            raise LogConflict()
+        for user_id, (wrapper_id, wrap) in sorted(effects.wraps.items()):
+            run("INSERT INTO wraps (room_id, epoch, user_id, wrapper_id, wrap)"
+                " VALUES (?, ?, ?, ?, ?)", (row.room_id, row.epoch, user_id, wrapper_id, wrap))
+            run("DELETE FROM wrap_requests WHERE room_id = ? AND user_id = ?",
+                (row.room_id, user_id))
+        run("UPDATE rooms SET rekey_required = ? WHERE id = ?", (False, row.room_id))
 
 
 def select_users(txn) -> list[UserRow]:
@@ -193,6 +272,16 @@ class SQLStore:
     def set_user_banned(self, user_id: int, banned: bool):
         return self._execute("UPDATE users SET banned = ? WHERE id = ?", (banned, user_id))
 
+    # -- room logs -----------------------------------------------------------
+
+    def log(self, room_id: int, from_index: int, limit: int):
+        return self._read(select_log, room_id, from_index, limit, self.placeholder)
+
+    def append_entry(self, room_id: int, index: int, data: bytes, signature: bytes, now: float,
+                     effects: LogEffects):
+        return self._run(append_entry, room_id, index, data, signature, now, effects,
+                         self.placeholder)
+
     # -- rooms ---------------------------------------------------------------
 
     def room_id(self, name: str):
@@ -205,38 +294,11 @@ class SQLStore:
 
         return self._read(interaction)
 
-    def add_member(self, room_id: int, user_id: int, role: str, now: float):
-        insert = self._sql(
-            "INSERT INTO members (room_id, user_id, role, joined) VALUES (?, ?, ?, ?)")
-
-        def interaction(txn):
-            txn.execute(insert, (room_id, user_id, role, now))
-            mark_joined(txn, user_id, self.placeholder)
-
-        return self._run(interaction)
-
-    def unban(self, room_id: int, user_id: int):
-        return self._execute("DELETE FROM bans WHERE room_id = ? AND user_id = ?",
-                             (room_id, user_id))
-
-    def set_role(self, room_id: int, user_id: int, role: str):
-        return self._execute("UPDATE members SET role = ? WHERE room_id = ? AND user_id = ?",
-                             (role, room_id, user_id))
-
     def update_room(self, room_id: int, **columns):
         check_room_columns(columns)
         assignments = ", ".join(f"{name} = ?" for name in columns)
         return self._execute(f"UPDATE rooms SET {assignments} WHERE id = ?",
                              (*columns.values(), room_id))
-
-    def add_invite(self, room_id: int, user_id: int, inviter_id: int, signature: bytes,
-                   now: float):
-        return self._execute(
-            "INSERT INTO invites (room_id, user_id, inviter_id, signature, created)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_id, user_id) DO UPDATE SET"
-            " inviter_id = excluded.inviter_id, signature = excluded.signature,"
-            " created = excluded.created",
-            (room_id, user_id, inviter_id, signature, now))
 
     @defer.inlineCallbacks
     def delete_room(self, room_id: int):
@@ -337,6 +399,15 @@ class SQLStore:
             txn.execute(resolved, (row.room_id, row.user_id, row.epoch))
 
         return self._run(interaction)
+
+    def next_seq(self, room_id: int, user_id: int):
+        statement = self._sql("SELECT MAX(seq) FROM messages WHERE room_id = ? AND sender_id = ?")
+
+        def interaction(txn):
+            txn.execute(statement, (room_id, user_id))
+            return (txn.fetchone()[0] or 0) + 1
+
+        return self._read(interaction)
 
     def epochs(self, room_id: int, from_epoch: int):
         return self._select(

@@ -11,16 +11,16 @@ from dataclasses import dataclass, field
 from zope.interface import Interface
 
 
-class EpochConflict(Exception):
-    """Another member published this epoch first."""
-
-
 class NameTaken(Exception):
     """A nick, key or room name is already in the database (another daemon was first)."""
 
 
 class RegistrationTokenInvalid(Exception):
     """The registration token is unknown or already used."""
+
+
+class LogConflict(Exception):
+    """Another entry took that place in the room's log first."""
 
 
 class StorageFull(Exception):
@@ -60,6 +60,11 @@ class RoomRow:
     last_seq: int = 0
     # Days its messages are kept, as its owner asked; 0: the server's setting.
     retention_days: int = 0
+    # Its signed log as stored, (data, signature) per entry; None for a room
+    # from before the log that nobody has upgraded yet. The service replays it
+    # into C{state} (a securechat.roomlog.RoomState) and lets the entries go.
+    log: list | None = None
+    state: object = None
 
 
 @dataclass
@@ -80,6 +85,9 @@ class Snapshot:
     users: list[UserRow]
     rooms: list[RoomRow]
     wrap_requests: list[WrapRequestRow]
+    # Every identity key a user ever had (keys replaced by a reset included),
+    # by fingerprint: a room log names members by the key they had then.
+    fingerprints: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,19 @@ class AppendResult:
 
     outcome: str
     server_seq: int
+
+
+@dataclass
+class LogEffects:
+    """What an entry of a room's log changes in the tables that mirror it,
+    written in the entry's own transaction (the log itself decides; these
+    are what SQL elsewhere reads)."""
+
+    members: dict = field(default_factory=dict)  # user id -> role, or None: removed
+    bans: dict = field(default_factory=dict)  # user id -> banned by, or None: unbanned
+    room: dict = field(default_factory=dict)  # rooms columns to set
+    epoch: "EpochRow | None" = None
+    wraps: dict = field(default_factory=dict)  # user id -> (wrapper id, wrap), for epoch
 
 
 @dataclass(frozen=True)
@@ -172,27 +193,12 @@ class IStore(Interface):
     def set_user_banned(user_id, banned):
         """Ban or unban an account server-wide."""
 
-    def create_room(name, owner_id, now):
-        """Insert a room with its owner as first member; fire with the room id."""
-
-    def add_member(room_id, user_id, role, now):
-        """Add a member; their invite, if any, stays as evidence for key holders."""
-
-    def remove_member(room_id, user_id, banned_by, now):
-        """Remove a member; ban them too when C{banned_by} is a user id.
-        Drops their invite and flags the room as needing a new key."""
-
-    def unban(room_id, user_id):
-        """Lift a ban."""
-
-    def set_role(room_id, user_id, role):
-        """Change a member's role."""
+    def create_room(name, owner_id, now, genesis=None):
+        """Insert a room with its owner as first member, and its log's genesis
+        entry ((data, signature)) if given; fire with the room id."""
 
     def update_room(room_id, **columns):
         """Set topic, invite_only, password_hash, rekey_required or retention_days."""
-
-    def add_invite(room_id, user_id, inviter_id, signature, now):
-        """Record a signed invite."""
 
     def delete_room(room_id):
         """Delete a room and everything in it."""
@@ -217,13 +223,11 @@ class IStore(Interface):
         """Fire with up to C{limit} L{MessageRow}s with server_seq < before
         (newest first, returned oldest first) or > after (oldest first)."""
 
-    def add_epoch(row, wraps, now):
-        """Insert an epoch record with its wraps ({user_id: (wrapper_id, wrap)}),
-        clear the room's rekey flag and resolve wrap requests the wraps answer.
-        Fails with L{EpochConflict} if the epoch exists."""
-
     def add_wrap(row):
         """Store one wrap and resolve the matching wrap request."""
+
+    def next_seq(room_id, user_id):
+        """Fire with the seq after the user's last message in the room (1 if none)."""
 
     def epochs(room_id, from_epoch):
         """Fire with the room's L{EpochRow}s from C{from_epoch} on."""
@@ -236,3 +240,12 @@ class IStore(Interface):
 
     def delete_wrap_request(room_id, user_id):
         """Drop a wrap request."""
+
+    def append_entry(room_id, index, data, signature, now, effects):
+        """Store entry C{index} of a room's log and its L{LogEffects}, in one
+        transaction. Fails with L{LogConflict} if that index is taken (another
+        entry was appended first: the log is ordered by compare-and-set)."""
+
+    def log(room_id, from_index, limit):
+        """Fire with up to C{limit} (index, data, signature) of a room's log from
+        C{from_index} on."""

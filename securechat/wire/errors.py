@@ -56,6 +56,11 @@ class Code(enum.StrEnum):
     SEQ_REUSED = "SEQ_REUSED"
     BAD_EPOCH_RECORD = "BAD_EPOCH_RECORD"
     NO_SUCH_REQUEST = "NO_SUCH_REQUEST"
+    # room logs
+    LOG_CONFLICT = "LOG_CONFLICT"
+    BAD_ENTRY = "BAD_ENTRY"
+    NO_LOG = "NO_LOG"
+    WRAPS_MISSING = "WRAPS_MISSING"
     # storage
     STORAGE_FULL = "STORAGE_FULL"
 

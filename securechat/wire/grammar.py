@@ -211,8 +211,24 @@ MAX_TOKEN_BYTES = binary_capacity(
 
 _WRAP = Param("wrap", "b64", WRAP_BYTES)
 _TOKEN = Param("token", "b64", MAX_TOKEN_BYTES)
+
+# A room log entry's position, and the entry itself: as much as the longest
+# line carrying one (a ROTATE with its wrap, a JOIN with its password) leaves.
+_INDEX = Param("index", "int")
+_JOIN_HEAD = (_ROOM, _INDEX)
+_JOIN_TAIL = (_signature(), Param("password", "text", MAX_ROOM_PASSWORD_LENGTH, optional=True))
+_ROTATE_TAIL = (_signature(), Param("own_wrap", "b64", WRAP_BYTES))
+MAX_ENTRY_BYTES = binary_capacity(MAX_LINE_AUTHENTICATED - 1 - max(
+    Verb("JOIN", _JOIN_HEAD + _JOIN_TAIL).worst_case_line(),
+    Verb("ROTATE", _JOIN_HEAD + _ROTATE_TAIL).worst_case_line()))
+_ENTRY = Param("entry", "b64", MAX_ENTRY_BYTES)
 _RECORD = Param("record", "b64", MAX_EPOCH_RECORD_BYTES)
 _KEYS = (_key("sign_key"), _key("enc_key"), _signature("enc_signature"))
+
+# WRAPS carries "fingerprint:wrap" pairs (base64url, unpadded) in one line.
+WRAP_PAIR_LENGTH = 43 + 1 + 512 + 1
+WRAPS_LENGTH = MAX_LINE_AUTHENTICATED - 2 - Verb("WRAPS", (_ROOM, _EPOCH)).worst_case_line()
+WRAPS_PER_LINE = (WRAPS_LENGTH + 1) // WRAP_PAIR_LENGTH
 
 # SYNC names every room of the user with its position, "#room=seq" and a
 # space each, in one line: the rooms one user may be in follow from that.
@@ -225,14 +241,12 @@ CLIENT_VERBS = verbs(
     PONG,
     Verb("REGISTER", (_NICK, *_KEYS, _signature("login_signature"), Param("token", optional=True))),
     Verb("LOGIN", (_NICK, _signature("login_signature"))),
-    Verb("JOIN", (_ROOM, _text("password", MAX_ROOM_PASSWORD_LENGTH))),
-    Verb("PART", (_ROOM, _text("reason", MAX_REASON_LENGTH))),
+    # Joining (or creating) a room is appending one's join (or its genesis).
+    Verb("JOIN", (*_JOIN_HEAD, _ENTRY, *_JOIN_TAIL)),
+    # Every other change to a room is an entry of its log, or a rotation.
+    Verb("APPEND", (_ROOM, _INDEX, _ENTRY, _signature())),
+    Verb("LOG", (_ROOM, Param("from_index", "int"))),
     Verb("TOPIC", (_ROOM, _text("topic", MAX_TOPIC_LENGTH, optional=False))),
-    Verb("INVITE", (_ROOM, _NICK, _signature())),
-    Verb("KICK", (_ROOM, _NICK, _text("reason", MAX_REASON_LENGTH))),
-    Verb("BAN", (_ROOM, _NICK, _text("reason", MAX_REASON_LENGTH))),
-    Verb("UNBAN", (_ROOM, _NICK)),
-    Verb("ROLE", (_ROOM, _NICK, Param("role", max_length=6))),
     Verb("SET", (_ROOM, Param("setting", max_length=16),
                  _text("value", MAX_ROOM_PASSWORD_LENGTH))),
     Verb("LIST", (Param("after", max_length=33, optional=True),)),
@@ -244,8 +258,9 @@ CLIENT_VERBS = verbs(
                      Param("limit", "int"))),
     Verb("SYNC", (Param("positions", "text", SYNC_POSITIONS_LENGTH, optional=True, ascii=True),)),
     Verb("EPOCHS", (_ROOM, Param("from_epoch", "int"))),
-    Verb("ROTATE", (_ROOM, _EPOCH, _RECORD, _signature(), Param("own_wrap", "b64", WRAP_BYTES))),
-    Verb("WRAP", (_ROOM, _EPOCH, _NICK, _WRAP)),
+    Verb("ROTATE", (*_JOIN_HEAD, _ENTRY, *_ROTATE_TAIL)),
+    # Wraps of one epoch's key, "fingerprint:wrap" pairs (base64url), as many as a line holds.
+    Verb("WRAPS", (_ROOM, _EPOCH, Param("wraps", "text", WRAPS_LENGTH, ascii=True))),
     Verb("KEYREQ", (_ROOM,)),
     Verb("WITHHOLD", (_ROOM, _EPOCH, _NICK, Param("code", max_length=32),
                       _text("text", MAX_REASON_LENGTH))),
@@ -262,13 +277,13 @@ SERVER_VERBS = verbs(
     Verb("OK", (Param("a", optional=True), Param("b", optional=True), Param("c", optional=True))),
     Verb("ERROR", (Param("code", max_length=32), _text("text", 1024, optional=False))),
     Verb("DUPLICATE", (_SERVER_SEQ,)),
+    # role and flags are the server's view, for display: a client believes the log.
     Verb("ROOM", (_ROOM, Param("role", max_length=6), _EPOCH, Param("last_seq", "int"),
                   Param("flags", max_length=64), Param("members", "int"),
+                  Param("log_length", "int"), Param("next_seq", "int"),
                   _text("topic", MAX_TOPIC_LENGTH, optional=False))),
     Verb("ROOMINFO", (_ROOM, Param("members", "int"), _text("topic", MAX_TOPIC_LENGTH, False))),
-    Verb("MEMBER", (_ROOM, Param("role", max_length=6), Param("online", "int"), _NICK, *_KEYS,
-                    Param("inviter", max_length=24, optional=True),
-                    _signature("invite_signature", optional=True))),
+    Verb("MEMBER", (_ROOM, Param("role", max_length=6), Param("online", "int"), _NICK, *_KEYS)),
     Verb("USER", (_NICK, *_KEYS)),
     Verb("MESSAGE", (*_MESSAGE_HEAD, _TOKEN, *_MESSAGE_TAIL)),
     Verb("EPOCH", (_ROOM, _EPOCH, Param("rotator", max_length=24), _RECORD, _signature())),
@@ -277,11 +292,8 @@ SERVER_VERBS = verbs(
     Verb("WITHHELD", (_ROOM, _EPOCH, _BY, Param("code", max_length=32),
                       _text("text", MAX_REASON_LENGTH, optional=False))),
     Verb("PENDING", (_ROOM, _EPOCH)),
-    Verb("JOINED", (_ROOM, _NICK, Param("role", max_length=6))),
-    Verb("PARTED", (_ROOM, _NICK, Param("how", max_length=4), _BY,
-                    _text("reason", MAX_REASON_LENGTH, optional=False))),
+    Verb("ENTRY", (_ROOM, _INDEX, _ENTRY, _signature())),
     Verb("TOPIC", (_ROOM, _BY, _text("topic", MAX_TOPIC_LENGTH, optional=False))),
-    Verb("ROLE", (_ROOM, _NICK, Param("role", max_length=6), _BY)),
     Verb("SETTINGS", (_ROOM, _BY, Param("flags", max_length=64))),
     Verb("INVITED", (_ROOM, _BY)),
     Verb("DELETED", (_ROOM, _BY)),
