@@ -173,8 +173,8 @@ class PruneTests(SynchronousTestCase):
             row.id = self.successResultOf(self.store.add_user(
                 row, old if nick != "fresh" else 1e12, None))
             setattr(self, nick, row.id)
-        room = self.successResultOf(self.store.create_room("#lab", self.member, old))
-        self.store.add_invite(room, self.idle, self.member, b"sig", old)
+        self.successResultOf(self.store.create_room("#lab", self.member, old,
+                                                    (b"genesis", b"sig")))
 
     def run_admin(self, *argv):
         out, err = io.StringIO(), io.StringIO()

@@ -16,7 +16,7 @@ from securechat.server.store import MessageRow
 from securechat.wire import b64encode, encode_frame
 from tests.identities import identity
 from tests.serverharness import Server, decode, verbs_of
-from tests.test_service import Keys
+from tests.logscript import Members
 
 
 class MemoryBus:
@@ -65,7 +65,7 @@ class ClusterTests(SynchronousTestCase):
             for _ in range(2)
         ]
         self.buses = network
-        self.keys = Keys()
+        self.keys = Members()
 
     def settle(self):
         """Run every notice and every read they cause."""
@@ -84,10 +84,10 @@ class ClusterTests(SynchronousTestCase):
         clients = {}
         for name, daemon in members:
             clients[name] = self.user(daemon, name)
-            clients[name].request("JOIN", "#lab")
+            self.keys.join(clients[name], name, "#lab")
             self.settle()
         owner = members[0][0]
-        self.keys.rotate(clients[owner], owner, "#lab", 1, [n for n, _ in members])
+        self.keys.rotate(clients[owner], owner, "#lab")
         self.settle()
         for client in clients.values():
             client.frames()
@@ -101,25 +101,27 @@ class ClusterTests(SynchronousTestCase):
     def test_room_made_on_one_daemon_is_joined_on_the_other(self):
         """A room created through daemon A can be joined through daemon B, as a member."""
         alice = self.user(0, "alice")
-        alice.request("JOIN", "#lab")
+        self.keys.join(alice, "alice", "#lab")
         self.settle()
         bob = self.user(1, "bob")
-        frames = bob.request("JOIN", "#lab")
-        self.assertEqual(decode(frames[0])["role"], "member")
+        frames = self.keys.join(bob, "bob", "#lab")
+        [room] = [f for f in frames if f.verb == "ROOM"]
+        self.assertEqual(decode(room)["role"], "member")
         self.settle()
-        self.assertIn("JOINED", verbs_of(alice.frames()))
+        self.assertIn("ENTRY", verbs_of(alice.frames()))
 
     def test_room_unheard_of_is_joined_not_created_twice(self):
         """A join on daemon B for a room A made a moment ago, before B heard of it,
         joins that room as a member instead of failing or making another."""
         alice = self.user(0, "alice")
         self.buses[0].cut()
-        alice.request("JOIN", "#lab")
+        self.keys.join(alice, "alice", "#lab")
         self.buses[0].up = True
         bob = self.user(1, "bob")
-        frames = bob.request("JOIN", "#Lab")
+        frames = self.keys.join(bob, "bob", "#Lab")
         self.settle()
-        self.assertEqual((decode(frames[0])["role"], frames[-1].verb), ("member", "OK"))
+        [room] = [f for f in frames if f.verb == "ROOM"]
+        self.assertEqual((decode(room)["role"], frames[-1].verb), ("member", "OK"))
         self.assertEqual(len(self.daemons[1].service.rooms), 1)
 
     def test_member_unheard_of_is_read_in_with_the_room(self):
@@ -128,10 +130,10 @@ class ClusterTests(SynchronousTestCase):
         self.buses[0].cut()
         alice = self.user(0, "alice")
         self.buses[0].up = True
-        alice.request("JOIN", "#lab")
+        self.keys.join(alice, "alice", "#lab")
         self.settle()
         bob = self.user(1, "bob")
-        bob.request("JOIN", "#lab")
+        self.keys.join(bob, "bob", "#lab")
         frames = bob.request("WHO", "#lab")
         self.assertEqual(sorted(decode(f)["nick"] for f in frames if f.verb == "MEMBER"),
                          ["alice", "bob"])
@@ -140,11 +142,11 @@ class ClusterTests(SynchronousTestCase):
         """WHO, which a client asks before wrapping a new key, lists a member who
         joined through the other daemon even if that notice was lost."""
         alice = self.user(0, "alice")
-        alice.request("JOIN", "#lab")
+        self.keys.join(alice, "alice", "#lab")
         self.settle()
         bob = self.user(1, "bob")
         self.buses[1].cut()
-        bob.request("JOIN", "#lab")
+        self.keys.join(bob, "bob", "#lab")
         frames = alice.request("WHO", "#lab")
         self.assertEqual(sorted(decode(f)["nick"] for f in frames if f.verb == "MEMBER"),
                          ["alice", "bob"])
@@ -153,7 +155,7 @@ class ClusterTests(SynchronousTestCase):
         """A re-read of the room that began before a join committed, and so
         lacks the joiner, is dropped when it lands: the joiner stays a member."""
         alice = self.user(0, "alice")
-        alice.request("JOIN", "#lab")
+        self.keys.join(alice, "alice", "#lab")
         self.settle()
         service = self.daemons[1].service
         room = service.rooms.find("#lab")
@@ -163,7 +165,7 @@ class ClusterTests(SynchronousTestCase):
         reads = iter([in_flight])
         service.store.load_room = lambda room_id: next(reads, defer.Deferred())
         service.replica.reload_room(room.id)
-        frames = bob.request("JOIN", "#lab")
+        frames = self.keys.join(bob, "bob", "#lab")
         self.assertEqual(verbs_of(frames)[-2:], ["ROOM", "OK"])
         in_flight.callback(before)
         self.assertIn(service.accounts.find("bob").id, room.members)
@@ -252,7 +254,7 @@ class ClusterTests(SynchronousTestCase):
         """A newcomer on daemon B asking for the key is answered by the holder on daemon A."""
         clients = self.room_with(("alice", 0))
         bob = self.user(1, "bob")
-        bob.request("JOIN", "#lab")
+        self.keys.join(bob, "bob", "#lab")
         self.settle()
         clients["alice"].frames()
         self.assertEqual(verbs_of(bob.request("KEYREQ", "#lab")), ["PENDING", "OK"])
@@ -369,17 +371,28 @@ class ClusterTests(SynchronousTestCase):
 
     def test_wrap_for_an_epoch_made_elsewhere_is_taken(self):
         """A holder who rotated through daemon A and, A gone before its notice,
-        hands out the wraps through daemon B is heard: B reads the room first."""
+        hands a member its wrap again through daemon B is heard: B reads the
+        room first."""
         clients = self.room_with(("alice", 0), ("bob", 1))
         self.buses[0].cut()
-        _, wraps = self.keys.rotate(clients["alice"], "alice", "#lab", 2, ["alice", "bob"],
-                                    wrap_all=False)
+        _, wraps = self.keys.rotate(clients["alice"], "alice", "#lab")
         moved = self.daemons[1].user("alice")
-        frames = moved.request("WRAP", "#lab", "2", "bob",
-                               b64encode(wraps[identity("bob").fingerprint]))
+        clients["bob"].frames()
+        frames = moved.request("HANDOVER", "#lab", "2", f"{b64encode(identity('bob').fingerprint)}:"
+                                                        f"{b64encode(wraps[identity('bob').fingerprint])}")
         self.settle()
         self.assertEqual(verbs_of(frames)[-1], "OK", frames)
         self.assertIn("KEY", verbs_of(clients["bob"].frames()))
+
+    def test_entry_after_one_made_elsewhere_is_taken(self):
+        """An entry appended through daemon B right after one appended through
+        daemon A, whose notice B has not heard, is stored: B reads the log first."""
+        clients = self.room_with(("alice", 0), ("bob", 1))
+        self.buses[0].cut()
+        carol = self.user(0, "carol")
+        self.keys.join(carol, "carol", "#lab")
+        frames = self.keys.part(clients["bob"], "bob", "#lab")
+        self.assertEqual(verbs_of(frames)[-1], "OK", frames)
 
     def test_withhold_for_an_epoch_made_elsewhere_is_taken(self):
         """A holder who declines a request for an epoch it made through daemon A,
@@ -389,7 +402,7 @@ class ClusterTests(SynchronousTestCase):
         clients["bob"].request("KEYREQ", "#lab")
         self.settle()
         self.buses[0].cut()
-        self.keys.rotate(clients["alice"], "alice", "#lab", 2, ["alice", "bob"], wrap_all=False)
+        self.keys.rotate(clients["alice"], "alice", "#lab", ["alice"])
         moved = self.daemons[1].user("alice")
         frames = moved.request("WITHHOLD", "#lab", "2", "bob", "unavailable", "not now")
         self.settle()
@@ -401,7 +414,7 @@ class ClusterTests(SynchronousTestCase):
         has not arrived, is stored: the daemon reads the room first."""
         clients = self.room_with(("alice", 0), ("bob", 1))
         self.buses[0].cut()
-        self.keys.rotate(clients["alice"], "alice", "#lab", 2, ["alice", "bob"])
+        self.keys.rotate(clients["alice"], "alice", "#lab")
         self.buses[0].up = True
         [ack] = self.keys.message(clients["bob"], "bob", "#lab", 2)
         self.assertEqual(ack.verb, "OK")

@@ -16,7 +16,8 @@ from securechat.server.sqlite_writer import GroupCommitWriter
 from securechat.server.store import StorageFull
 from securechat.wire import Code, WireError
 from tests.serverharness import SERVER_NAME, Server, decode, verbs_of
-from tests.test_service import Keys, error_code
+from tests.logscript import Members
+from tests.test_service import error_code
 
 DAY = SECONDS_PER_DAY
 
@@ -77,9 +78,9 @@ class ServiceBudgetTests(SynchronousTestCase):
         self.server = Server(storage=StorageLimits(bytes_per_second=100, burst_bytes=1000,
                                                    bytes_per_day=0))
         self.alice = self.server.user("alice")
-        self.alice.request("JOIN", "#lab")
-        self.keys = Keys()
-        self.keys.rotate(self.alice, "alice", "#lab", 1, ["alice"])
+        self.keys = Members()
+        self.keys.join(self.alice, "alice", "#lab")
+        self.keys.rotate(self.alice, "alice", "#lab", ["alice"])
 
     def test_budget_announced_at_login(self):
         """LIMITS, before the login's OK, tells the client the budget it is held to."""
@@ -130,10 +131,10 @@ class RetentionTests(SynchronousTestCase):
         self.service = self.server.service
         self.alice = self.server.user("alice")
         self.bob = self.server.user("bob")
-        self.alice.request("JOIN", "#lab")
-        self.bob.request("JOIN", "#lab")
-        self.keys = Keys()
-        self.keys.rotate(self.alice, "alice", "#lab", 1, ["alice", "bob"])
+        self.keys = Members()
+        self.keys.join(self.alice, "alice", "#lab")
+        self.keys.join(self.bob, "bob", "#lab")
+        self.keys.rotate(self.alice, "alice", "#lab", ["alice", "bob"])
         self.bob.frames()
         self.service.rooms.find("#lab").epoch_messages = -10**6
 
@@ -164,7 +165,7 @@ class RetentionTests(SynchronousTestCase):
         self.stop_background_jobs()
         self.send(ROOM_PURGE_BATCH + 5)
         self.server.clock.advance(31 * DAY)
-        self.keys.rotate(self.alice, "alice", "#lab", 2, ["alice", "bob"])
+        self.keys.rotate(self.alice, "alice", "#lab", ["alice", "bob"])
         self.send(2, epoch=2)
         self.assertEqual(self.expire(), ROOM_PURGE_BATCH + 5)
         self.bob.frames()
@@ -182,7 +183,7 @@ class RetentionTests(SynchronousTestCase):
                                 ServiceSettings(SERVER_NAME), run_blocking=defer.maybeDeferred)
         restarted.startService()
         self.assertEqual(restarted.rooms.find("#lab").last_seq, 3)
-        self.keys.rotate(self.alice, "alice", "#lab", 2, ["alice", "bob"])
+        self.keys.rotate(self.alice, "alice", "#lab", ["alice", "bob"])
         ack = self.keys.message(self.alice, "alice", "#lab", 2)[-1]
         self.assertEqual((ack.verb, ack.args), ("OK", ("4",)))
 
@@ -200,7 +201,7 @@ class RetentionTests(SynchronousTestCase):
         self.server.clock.advance(8 * DAY)
         self.assertEqual(self.expire(), 1)
         self.alice.request("SET", "#lab", "retention", "365")
-        [room, _] = self.alice.request("JOIN", "#lab")
+        [room] = [f for f in self.keys.join(self.alice, "alice", "#lab") if f.verb == "ROOM"]
         self.assertIn("retention=30", decode(room)["flags"])
 
 
@@ -221,10 +222,10 @@ class DiskFullTests(SynchronousTestCase):
         self.server = Server(clock=clock, store=store)
         clock.advance(0)
         self.alice, self.bob = self.server.user("alice"), self.server.user("bob")
-        self.alice.request("JOIN", "#lab")
-        self.bob.request("JOIN", "#lab")
-        self.keys = Keys()
-        self.keys.rotate(self.alice, "alice", "#lab", 1, ["alice", "bob"])
+        self.keys = Members()
+        self.keys.join(self.alice, "alice", "#lab")
+        self.keys.join(self.bob, "bob", "#lab")
+        self.keys.rotate(self.alice, "alice", "#lab", ["alice", "bob"])
         self.server.service.rooms.find("#lab").epoch_messages = -10**6
 
     def fill_the_disk(self):
@@ -264,7 +265,7 @@ class DiskFullTests(SynchronousTestCase):
         STORAGE_FULL, with nothing changed."""
         self.server.service.store._store.create_room = \
             lambda *args: defer.fail(StorageFull("database or disk is full"))
-        frames = self.bob.request("JOIN", "#new")
+        frames = self.keys.join(self.bob, "bob", "#new")
         self.assertEqual(error_code(frames), "STORAGE_FULL")
         self.assertIsNone(self.server.service.rooms.find("#new"))
 

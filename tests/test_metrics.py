@@ -52,7 +52,7 @@ class CountingTests(SynchronousTestCase):
 
     def test_rejections_by_code(self):
         """Each ERROR reply counts under its code."""
-        d = self.alice.session.request("JOIN", "no-hash")
+        d = self.alice.session.request("LOG", "no-hash", "0")
         self.net.settle()
         self.failureResultOf(d)
         self.assertEqual(sample(self.protocol_metrics, "securechat_rejections_total",

@@ -9,9 +9,17 @@ from twisted.trial.unittest import TestCase
 
 from securechat.server import sqlite_store
 from securechat.server.postgres_store import MIGRATIONS, PostgresStore, StoreUnavailable
-from securechat.server.store import EpochConflict, EpochRow, StorageFull
+from securechat.server.store import EpochRow, LogConflict, LogEffects, StorageFull
 from tests.services import postgres_database
-from tests.test_sqlite_store import StoreTests, keyed_room, message, user
+from tests.test_sqlite_store import (
+    StoreTests,
+    add_epoch,
+    append,
+    keyed_room,
+    message,
+    new_room,
+    user,
+)
 
 CONCURRENT_BATCHES = 20
 BATCH_SIZE = 5
@@ -109,15 +117,16 @@ class PostgresStoreTests(StoreTests, TestCase):
 
     @defer.inlineCallbacks
     def test_concurrent_epochs_conflict_exactly_once(self):
-        """When two daemons publish the same epoch at once, exactly one gets an
-        EpochConflict and only the winner's record and wraps are stored."""
+        """When two daemons append the same place of a log at once (two epochs), exactly
+        one gets a LogConflict and only the winner's entry, record and wraps are stored."""
         uid = yield self.store.add_user(user(1), 1.0, None)
-        room = yield self.store.create_room("#a", uid, 1.0)
+        room = yield new_room(self.store, "#a", uid)
         daemons = [self.store, (yield self.second_daemon())]
         attempts = [(epoch, d) for epoch in range(1, RACED_EPOCHS + 1) for d in range(2)]
         outcomes = yield defer.DeferredList([
-            daemons[d].add_epoch(EpochRow(room, epoch, uid, b"by%d" % d, b"s"),
-                                 {uid: (uid, b"by%d" % d)}, 1.0)
+            daemons[d].append_entry(room, epoch, b"by%d" % d, b"s", 1.0, LogEffects(
+                epoch=EpochRow(room, epoch, uid, b"by%d" % d, b"s"),
+                wraps={uid: (uid, b"by%d" % d)}))
             for epoch, d in attempts
         ], consumeErrors=True)
         winners = {}
@@ -125,12 +134,14 @@ class PostgresStoreTests(StoreTests, TestCase):
             if succeeded:
                 winners[epoch] = b"by%d" % d
             else:
-                result.trap(EpochConflict)
+                result.trap(LogConflict)
         self.assertEqual(len(winners), RACED_EPOCHS)
         stored = yield self.store.epochs(room, 1)
         self.assertEqual({row.epoch: row.record for row in stored}, winners)
         wraps = yield self.store.wraps_for(uid, room, 1)
         self.assertEqual({row.epoch: row.wrap for row in wraps}, winners)
+        entries = yield self.store.log(room, 1, 100)
+        self.assertEqual({index: data for index, data, _ in entries}, winners)
 
     @defer.inlineCallbacks
     def test_deadlock_is_retried(self):
@@ -165,11 +176,12 @@ class PostgresStoreTests(StoreTests, TestCase):
         uid = yield self.store.add_user(user(1), 1.0, None)
         room = yield keyed_room(self.store, "#a", uid)
         other = yield self.second_daemon()
-        yield other.add_epoch(EpochRow(room, 2, uid, b"r2", b"s"), {uid: (uid, b"w")}, 2.0)
+        yield add_epoch(other, room, 2, uid, {uid: (uid, b"w")}, 2.0, b"r2")
         [old, current] = yield self.store.append_messages(
             [message(room, uid, 1), message(room, uid, 2, epoch=2)])
         self.assertEqual([(old.outcome, current.outcome)], [("stale", "stored")])
-        yield other.remove_member(room, uid, None, 3.0)
+        yield append(other, room, LogEffects(members={uid: None}, room={"rekey_required": True}),
+                     3.0)
         [flagged] = yield self.store.append_messages([message(room, uid, 3, epoch=2)])
         self.assertEqual(flagged.outcome, "stale")
 

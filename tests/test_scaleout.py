@@ -104,11 +104,13 @@ class ScaleOutTests(TestCase):
         """Messages sent while Redis is down reach the other daemon's member once it is back."""
         alice, bob = yield self.pair()
         alice.session.send_text("#lab", "before")
-        yield until(lambda: self.texts(bob) == ["before"])
+        yield until(lambda: self.texts(bob) == ["before"],
+                    context=lambda: (bob.events[-12:], alice.events[-12:]))
         self.redis.stop()
         for n in range(3):
             alice.session.send_text("#lab", f"while down {n}")
-        yield until(lambda: len(alice.of("sent")) == 4)
+        yield until(lambda: len(alice.of("sent")) == 4,
+                    context=lambda: (alice.events[-12:], self.a.log[-3000:]))
         self.redis.start()
         yield until(lambda: len(self.texts(bob)) == 4, timeout=60,
                     context=lambda: (self.texts(bob), bob.events[-12:], alice.events[-8:],

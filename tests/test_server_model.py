@@ -1,13 +1,19 @@
 """A Hypothesis state machine that drives the server protocol with random
-room operations by several users, and checks the daemon against a plain
-model of rooms, roles, members and bans after every step."""
+room operations by several users, each an entry of the room's log as an
+honest member makes it, and checks the daemon against a plain model of
+rooms, roles, members and bans after every step."""
 
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from twisted.trial.unittest import SynchronousTestCase
 
+from securechat.roomlog import RoomState, author
+from securechat.wire import b64encode
+from tests.identities import identity
 from tests.serverharness import Server
+
+NOW = 1000
 
 USERS = ["alice", "bob", "carol"]
 ROOMS = ["#a", "#b"]
@@ -28,16 +34,34 @@ class ServerMachine(RuleBasedStateMachine):
         self.clients = {name: self.server.user(name) for name in USERS}
         self.model: dict[str, RoomModel] = {}
 
-    def reply(self, user, verb, *args):
-        frames = self.clients[user].request(verb, *args)
+    def reply(self, user, verb, room, signed, *extra):
+        frames = self.clients[user].request(verb, room, str(signed.entry.index),
+                                            b64encode(signed.data), b64encode(signed.signature),
+                                            *extra)
         for client in self.clients.values():
             client.frames()
         [final] = [f for f in frames if f.verb in ("OK", "ERROR")]
         return final
 
+    def state(self, room) -> RoomState:
+        """The log as the server has it: an honest member's view, fetched."""
+        found = self.server.service.rooms.find(room)
+        return found.state if found is not None and found.state else RoomState(room=room)
+
+    def append(self, user, room, build):
+        return self.reply(user, "APPEND", room, build(identity(user), self.state(room)))
+
     @rule(user=st.sampled_from(USERS), room=st.sampled_from(ROOMS))
     def join(self, user, room):
-        final = self.reply(user, "JOIN", room)
+        state = self.state(room)
+        me = identity(user)
+        if not state.length:
+            signed = author.genesis(me, room, user, NOW)
+        else:
+            invite = next((h for h, i in state.invites.items() if i.invitee == me.fingerprint),
+                          b"")
+            signed = author.join(me, state, user, NOW, invite)
+        final = self.reply(user, "JOIN", room, signed)
         model = self.model.get(room)
         if model is None:
             self.model[room] = model = RoomModel()
@@ -47,7 +71,7 @@ class ServerMachine(RuleBasedStateMachine):
             expected = "OK"
         elif user in model.bans:
             expected = "BANNED"
-        elif model.invite_only:
+        elif model.invite_only and not invite:
             expected = "INVITE_ONLY"
         else:
             model.members[user] = "owner" if not model.members else "member"
@@ -56,7 +80,7 @@ class ServerMachine(RuleBasedStateMachine):
 
     @rule(user=st.sampled_from(USERS), room=st.sampled_from(ROOMS))
     def part(self, user, room):
-        final = self.reply(user, "PART", room)
+        final = self.append(user, room, lambda me, s: author.part(me, s, "", NOW))
         model = self.guard(final, room, user)
         if model is None:
             return
@@ -66,15 +90,16 @@ class ServerMachine(RuleBasedStateMachine):
     @rule(actor=st.sampled_from(USERS), subject=st.sampled_from(USERS),
           room=st.sampled_from(ROOMS), ban=st.booleans())
     def kick(self, actor, subject, room, ban):
-        final = self.reply(actor, "BAN" if ban else "KICK", room, subject)
+        final = self.append(actor, room, lambda me, s: author.kick(
+            me, s, identity(subject).fingerprint, "", NOW, ban=ban))
         model = self.guard(final, room, actor)
         if model is None:
             return
         role = model.members[actor]
         if role not in ("op", "owner") or RANKS[model.members.get(subject, "member")] >= RANKS[role]:
-            return self.assertOutcome(final, "NOT_ALLOWED")
-        if subject not in model.members and not ban:
-            return self.assertOutcome(final, "NOT_MEMBER")
+            return self.assertOutcome(final, "BAD_ENTRY")
+        if (subject not in model.members and not ban) or (ban and subject in model.bans):
+            return self.assertOutcome(final, "BAD_ENTRY")
         if subject in model.members:
             self.remove(model, subject)
         if ban:
@@ -84,20 +109,32 @@ class ServerMachine(RuleBasedStateMachine):
     @rule(actor=st.sampled_from(USERS), subject=st.sampled_from(USERS),
           room=st.sampled_from(ROOMS))
     def make_op(self, actor, subject, room):
-        final = self.reply(actor, "ROLE", room, subject, "op")
+        final = self.append(actor, room, lambda me, s: author.role(
+            me, s, identity(subject).fingerprint, "op", NOW))
         model = self.guard(final, room, actor, "owner")
         if model is None:
             return
-        if subject not in model.members:
-            return self.assertOutcome(final, "NOT_MEMBER")
-        if subject == actor:
-            return self.assertOutcome(final, "NOT_ALLOWED")
+        if subject not in model.members or subject == actor:
+            return self.assertOutcome(final, "BAD_ENTRY")
         model.members[subject] = "op"
+        self.assertOutcome(final, "OK")
+
+    @rule(actor=st.sampled_from(USERS), subject=st.sampled_from(USERS),
+          room=st.sampled_from(ROOMS))
+    def invite(self, actor, subject, room):
+        final = self.append(actor, room, lambda me, s: author.invite(
+            me, s, identity(subject).public, subject, NOW))
+        model = self.guard(final, room, actor, "op", "owner")
+        if model is None:
+            return
+        if subject in model.members or subject in model.bans:
+            return self.assertOutcome(final, "BAD_ENTRY")
         self.assertOutcome(final, "OK")
 
     @rule(actor=st.sampled_from(USERS), room=st.sampled_from(ROOMS), on=st.booleans())
     def invite_only(self, actor, room, on):
-        final = self.reply(actor, "SET", room, "invite_only", "on" if on else "off")
+        final = self.append(actor, room, lambda me, s: author.policy(me, s, NOW,
+                                                                     invite_only=on))
         model = self.guard(final, room, actor, "owner")
         if model is None:
             return
@@ -107,10 +144,13 @@ class ServerMachine(RuleBasedStateMachine):
     @rule(actor=st.sampled_from(USERS), subject=st.sampled_from(USERS),
           room=st.sampled_from(ROOMS))
     def unban(self, actor, subject, room):
-        final = self.reply(actor, "UNBAN", room, subject)
+        final = self.append(actor, room, lambda me, s: author.unban(
+            me, s, identity(subject).fingerprint, NOW))
         model = self.guard(final, room, actor, "op", "owner")
         if model is None:
             return
+        if subject not in model.bans:
+            return self.assertOutcome(final, "BAD_ENTRY")
         model.bans.discard(subject)
         self.assertOutcome(final, "OK")
 
@@ -123,13 +163,15 @@ class ServerMachine(RuleBasedStateMachine):
         elif actor not in model.members:
             self.assertOutcome(final, "NOT_MEMBER")
         elif roles and model.members[actor] not in roles:
-            self.assertOutcome(final, "NOT_ALLOWED")
+            self.assertOutcome(final, "BAD_ENTRY")
         else:
             return model
         return None
 
     @staticmethod
     def remove(model: RoomModel, user: str) -> None:
+        """Without its owner, a room's first op, else first member (by when they
+        became members), owns it."""
         role = model.members.pop(user)
         if role == "owner" and model.members:
             ops = [u for u, r in model.members.items() if r == "op"]
@@ -160,8 +202,8 @@ class ServerMachine(RuleBasedStateMachine):
 
 class ServerModelTests(SynchronousTestCase):
     def test_random_operations_match_model(self):
-        """Random joins, parts, kicks, bans, role and mode changes keep the daemon's rooms
-        equal to the model, with exactly one owner per non-empty room."""
+        """Random joins, parts, kicks, bans, invites, role and policy entries keep the
+        daemon's rooms equal to the model, with exactly one owner per non-empty room."""
         run_state_machine_as_test(
             ServerMachine, settings=settings(max_examples=60, stateful_step_count=30, deadline=None)
         )

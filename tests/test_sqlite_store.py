@@ -12,8 +12,9 @@ from securechat.server import sqlstore
 from securechat.server.sqlite_store import InlineRunner, SQLiteStore
 from securechat.server.sqlstore import SCHEMA_VERSION
 from securechat.server.store import (
-    EpochConflict,
     EpochRow,
+    LogConflict,
+    LogEffects,
     MessageRow,
     NameTaken,
     RegistrationTokenInvalid,
@@ -28,11 +29,31 @@ def user(n):
     return UserRow(0, f"user{n}", b"s%d" % n, b"e%d" % n, b"sig", b"fp%d" % n)
 
 
+def new_room(store, name, owner, now=1.0):
+    """A room with its log's first entry (the store keeps entries as bytes)."""
+    return store.create_room(name, owner, now, (b"genesis", b"sig"))
+
+
+@defer.inlineCallbacks
+def append(store, room, effects=None, now=1.0):
+    """An entry at the end of the room's log, with what it changes; @return: its index."""
+    index = len((yield store.log(room, 0, 10**6)))
+    yield store.append_entry(room, index, b"entry %d" % index, b"sig", now,
+                             effects or LogEffects())
+    return index
+
+
+def add_epoch(store, room, number, rotator, wraps, now=1.0, record=b"r"):
+    """An epoch entry: its row and its wraps (user id to (wrapper id, wrap))."""
+    return append(store, room, LogEffects(epoch=EpochRow(room, number, rotator, record, b"s"),
+                                          wraps=wraps), now)
+
+
 @defer.inlineCallbacks
 def keyed_room(store, name, owner):
     """A room with its first epoch: messages need one."""
-    room = yield store.create_room(name, owner, 1.0)
-    yield store.add_epoch(EpochRow(room, 1, owner, b"r", b"s"), {owner: (owner, b"w")}, 1.0)
+    room = yield new_room(store, name, owner)
+    yield add_epoch(store, room, 1, owner, {owner: (owner, b"w")})
     return room
 
 
@@ -103,18 +124,18 @@ class StoreTests:
     def test_prune_idle_users(self):
         """Accounts never in a room and older than the cut go, with what names them;
         one that joined a room, even once, stays, and so does a newer one."""
-        idle = yield self.store.add_user(user(1), 1.0, None)
+        yield self.store.add_user(user(1), 1.0, None)
         member = yield self.store.add_user(user(2), 1.0, None)
         newer = yield self.store.add_user(user(3), 100.0, None)
-        room = yield self.store.create_room("#lab", member, 1.0)
-        yield self.store.add_invite(room, idle, member, b"sig", 1.0)
+        room = yield new_room(self.store, "#lab", member)
         other = yield self.store.add_user(user(4), 1.0, None)
-        yield self.store.add_member(room, other, "member", 1.0)
-        yield self.store.remove_member(room, other, None, 2.0)
+        yield append(self.store, room, LogEffects(members={other: "member"}))
+        yield append(self.store, room, LogEffects(members={other: None}), 2.0)
         self.assertEqual((yield self.store.prune_idle_users(50.0)), ["user1"])
         left = {u.id for u in (yield self.store.load_users())}
         self.assertEqual(left, {member, newer, other})
-        self.assertNotIn(idle, (yield self.reopen()).rooms[0].invites)
+        self.assertEqual((yield self.reopen()).fingerprints,
+                         {b"fp2": member, b"fp3": newer, b"fp4": other})
 
     @defer.inlineCallbacks
     def test_users_round_trip_and_tokens(self):
@@ -140,8 +161,7 @@ class StoreTests:
         wraps to the old ones and leaves every room of theirs needing a new key."""
         uid = yield self.store.add_user(user(1), 1.0, None)
         other = yield self.store.add_user(user(2), 1.0, None)
-        room = yield self.store.create_room("#a", uid, 1.0)
-        yield self.store.add_epoch(EpochRow(room, 1, uid, b"r", b"s"), {uid: (uid, b"w")}, 1.0)
+        room = yield keyed_room(self.store, "#a", uid)
         yield self.store.add_registration_token(b"R", 2.0, resets=uid)
         renewed = UserRow(uid, "user1", b"s9", b"e9", b"sig9", b"fp9")
         yield self.assertFailure(self.store.reset_user(UserRow(other, "user2", b"", b"", b"", b""),
@@ -152,6 +172,8 @@ class StoreTests:
         snapshot = yield self.reopen()
         self.assertEqual({row.id: row for row in snapshot.users}[uid], renewed)
         self.assertTrue(snapshot.rooms[0].rekey_required)
+        self.assertEqual(snapshot.fingerprints[b"fp1"], uid)
+        self.assertEqual(snapshot.fingerprints[b"fp9"], uid)
 
     @defer.inlineCallbacks
     def test_ban_is_seen_by_load_users(self):
@@ -174,27 +196,52 @@ class StoreTests:
         self.assertNotEqual((yield self.store.data_version()), before)
 
     @defer.inlineCallbacks
-    def test_rooms_members_bans_invites_round_trip(self):
-        """Room state written through the store is what the next start loads."""
+    def test_log_and_what_it_mirrors_round_trip(self):
+        """A room's log, and the members, bans and columns its entries set, are what
+        the next start loads."""
         owner = yield self.store.add_user(user(1), 1.0, None)
         other = yield self.store.add_user(user(2), 1.0, None)
-        room_id = yield self.store.create_room("#Lab", owner, 1.0)
-        yield self.store.add_invite(room_id, other, owner, b"inv", 1.0)
-        yield self.store.add_member(room_id, other, "member", 2.0)
-        yield self.store.update_room(room_id, topic="t", invite_only=True, password_hash=b"h")
-        yield self.store.set_role(room_id, other, "op")
+        room_id = yield new_room(self.store, "#Lab", owner)
+        yield append(self.store, room_id, LogEffects(members={other: "member"}), 2.0)
+        yield append(self.store, room_id, LogEffects(members={other: "op"},
+                                                     room={"invite_only": True}))
+        yield self.store.update_room(room_id, topic="t", password_hash=b"h")
         [room] = (yield self.reopen()).rooms
         self.assertEqual((room.name, room.topic, room.invite_only, room.password_hash),
                          ("#Lab", "t", True, b"h"))
         self.assertEqual(room.members, {owner: "owner", other: "op"})
-        self.assertEqual(room.invites, {other: (owner, b"inv")})
-        yield self.store.remove_member(room_id, other, owner, 3.0)
+        self.assertEqual(room.log, [(b"genesis", b"sig"), (b"entry 1", b"sig"),
+                                    (b"entry 2", b"sig")])
+        yield append(self.store, room_id, LogEffects(members={other: None}, bans={other: owner},
+                                                     room={"rekey_required": True}), 3.0)
         [room] = (yield self.reopen()).rooms
-        self.assertEqual((room.members, room.bans, room.invites), ({owner: "owner"}, {other}, {}))
+        self.assertEqual((room.members, room.bans), ({owner: "owner"}, {other}))
         self.assertTrue(room.rekey_required)
-        yield self.store.unban(room_id, other)
+        yield append(self.store, room_id, LogEffects(bans={other: None}))
         [room] = (yield self.reopen()).rooms
         self.assertEqual(room.bans, set())
+        self.assertEqual([i for i, _, _ in (yield self.store.log(room_id, 2, 10))], [2, 3, 4])
+
+    @defer.inlineCallbacks
+    def test_log_compare_and_set(self):
+        """An index of a room's log can be written once; a second entry there is a
+        LogConflict and changes nothing it would have."""
+        owner = yield self.store.add_user(user(1), 1.0, None)
+        other = yield self.store.add_user(user(2), 1.0, None)
+        room_id = yield new_room(self.store, "#lab", owner)
+        yield self.assertFailure(self.store.append_entry(
+            room_id, 0, b"another genesis", b"sig", 2.0, LogEffects(members={other: "owner"})),
+            LogConflict)
+        [room] = (yield self.reopen()).rooms
+        self.assertEqual((room.members, room.log), ({owner: "owner"}, [(b"genesis", b"sig")]))
+
+    @defer.inlineCallbacks
+    def test_room_without_a_log_loads_as_one(self):
+        """A room from before the logs (no entries) loads with no log, to be upgraded."""
+        owner = yield self.store.add_user(user(1), 1.0, None)
+        yield self.store.create_room("#old", owner, 1.0)
+        [room] = (yield self.reopen()).rooms
+        self.assertIsNone(room.log)
 
     def test_update_room_refuses_other_columns(self):
         """Only the documented room columns can be updated."""
@@ -204,8 +251,8 @@ class StoreTests:
     def test_room_name_taken(self):
         """A second room whose name differs only in case is NameTaken."""
         uid = yield self.store.add_user(user(1), 1.0, None)
-        room = yield self.store.create_room("#Lab", uid, 1.0)
-        yield self.assertFailure(self.store.create_room("#lab", uid, 1.0), NameTaken)
+        room = yield new_room(self.store, "#Lab", uid)
+        yield self.assertFailure(new_room(self.store, "#lab", uid), NameTaken)
         self.assertEqual((yield self.store.room_id("#LAB")), room)
         self.assertIsNone((yield self.store.room_id("#other")))
 
@@ -216,7 +263,7 @@ class StoreTests:
         uid = yield self.store.add_user(user(1), 1.0, None)
         other = yield self.store.add_user(user(2), 1.0, None)
         room = yield keyed_room(self.store, "#a", uid)
-        yield self.store.add_member(room, other, "member", 2.0)
+        yield append(self.store, room, LogEffects(members={other: "member"}), 2.0)
         yield self.store.put_wrap_request(WrapRequestRow(room, other, 1, 3.0))
         yield self.store.append_messages([message(room, uid, 1), message(room, uid, 2)])
         loaded, requests = yield self.store.load_room(room)
@@ -282,28 +329,29 @@ class StoreTests:
         self.assertEqual((yield self.reopen()).rooms[0].last_seq, 10)
 
     @defer.inlineCallbacks
-    def test_epoch_compare_and_set(self):
-        """An epoch can be inserted once; the second insert is an EpochConflict and
-        stores none of its wraps."""
+    def test_epoch_is_stored_with_its_wraps_or_not_at_all(self):
+        """An epoch entry stores its row and every wrap in one go; a second one for the
+        same epoch is a LogConflict and stores none of its wraps."""
         uid = yield self.store.add_user(user(1), 1.0, None)
         other = yield self.store.add_user(user(2), 1.0, None)
-        room = yield self.store.create_room("#a", uid, 1.0)
-        row = EpochRow(room, 1, uid, b"record", b"sig")
-        yield self.store.add_epoch(row, {uid: (uid, b"w")}, 5.0)
-        yield self.assertFailure(self.store.add_epoch(row, {other: (uid, b"w2")}, 6.0),
-                                 EpochConflict)
+        room = yield new_room(self.store, "#a", uid)
+        yield add_epoch(self.store, room, 1, uid, {uid: (uid, b"w")}, 5.0, b"record")
+        yield self.assertFailure(add_epoch(self.store, room, 1, uid, {other: (uid, b"w2")}, 6.0),
+                                 LogConflict)
         self.assertEqual((yield self.store.wraps_for(other, room, 0)), [])
-        self.assertEqual((yield self.store.epochs(room, 1)), [row])
+        self.assertEqual((yield self.store.epochs(room, 1)),
+                         [EpochRow(room, 1, uid, b"record", b"s")])
         [loaded] = (yield self.reopen()).rooms
         self.assertEqual((loaded.epoch, loaded.epoch_record, loaded.holders), (1, b"record", {uid}))
+        self.assertEqual(len(loaded.log), 2)
 
     @defer.inlineCallbacks
     def test_current_epoch_counts_its_messages(self):
         """A start loads the newest epoch with its creation time and its message count."""
         uid = yield self.store.add_user(user(1), 1.0, None)
-        room = yield self.store.create_room("#a", uid, 1.0)
-        yield self.store.add_epoch(EpochRow(room, 1, uid, b"r1", b"s"), {uid: (uid, b"w")}, 1.0)
-        yield self.store.add_epoch(EpochRow(room, 2, uid, b"r2", b"s"), {}, 2.0)
+        room = yield new_room(self.store, "#a", uid)
+        yield add_epoch(self.store, room, 1, uid, {uid: (uid, b"w")}, 1.0, b"r1")
+        yield add_epoch(self.store, room, 2, uid, {}, 2.0, b"r2")
         yield self.store.append_messages(
             [message(room, uid, 1), message(room, uid, 2, epoch=2), message(room, uid, 3, epoch=2)]
         )
@@ -316,8 +364,8 @@ class StoreTests:
         """Wrap requests survive a restart and are resolved by a matching wrap."""
         uid = yield self.store.add_user(user(1), 1.0, None)
         other = yield self.store.add_user(user(2), 1.0, None)
-        room = yield self.store.create_room("#a", uid, 1.0)
-        yield self.store.add_epoch(EpochRow(room, 1, uid, b"r", b"s"), {}, 1.0)
+        room = yield new_room(self.store, "#a", uid)
+        yield add_epoch(self.store, room, 1, uid, {})
         yield self.store.put_wrap_request(WrapRequestRow(room, other, 1, 2.0))
         withheld = WrapRequestRow(room, other, 1, 3.0, uid, "NO", "not now")
         yield self.store.put_wrap_request(withheld)
@@ -331,7 +379,7 @@ class StoreTests:
     def test_delete_wrap_request(self):
         """A dropped wrap request does not come back at the next start."""
         uid = yield self.store.add_user(user(1), 1.0, None)
-        room = yield self.store.create_room("#a", uid, 1.0)
+        room = yield new_room(self.store, "#a", uid)
         yield self.store.put_wrap_request(WrapRequestRow(room, uid, 1, 2.0))
         yield self.store.delete_wrap_request(room, uid)
         self.assertEqual((yield self.reopen()).wrap_requests, [])
@@ -340,11 +388,10 @@ class StoreTests:
     def test_delete_room_removes_everything(self):
         """Deleting a room deletes its members, epochs, wraps and messages."""
         uid = yield self.store.add_user(user(1), 1.0, None)
-        room = yield self.store.create_room("#a", uid, 1.0)
-        yield self.store.add_epoch(EpochRow(room, 1, uid, b"r", b"s"), {uid: (uid, b"w")}, 1.0)
+        room = yield keyed_room(self.store, "#a", uid)
         yield self.store.append_messages([message(room, uid, 1)])
         yield self.store.delete_room(room)
-        for table in ["rooms", "members", "epochs", "wraps", "messages"]:
+        for table in ["rooms", "members", "epochs", "wraps", "messages", "room_log"]:
             self.assertEqual((yield self.sql(f"SELECT COUNT(*) FROM {table}")), [(0,)])
 
     @defer.inlineCallbacks
@@ -354,10 +401,8 @@ class StoreTests:
         rooms keep theirs."""
         self.patch(sqlstore, "ROOM_PURGE_BATCH", 2)
         uid = yield self.store.add_user(user(1), 1.0, None)
-        room = yield self.store.create_room("#a", uid, 1.0)
-        other = yield self.store.create_room("#b", uid, 1.0)
-        for each in (room, other):
-            yield self.store.add_epoch(EpochRow(each, 1, uid, b"r", b"s"), {uid: (uid, b"w")}, 1.0)
+        room = yield keyed_room(self.store, "#a", uid)
+        other = yield keyed_room(self.store, "#b", uid)
         yield self.store.append_messages([message(room, uid, n) for n in range(1, 6)]
                                          + [message(other, uid, 1)])
         transactions, run = [], self.store._run

@@ -254,6 +254,6 @@ class Rotator:
 
     def _hand(self, room: str, epoch: int, member: bytes, key: bytes, state) -> defer.Deferred:
         wrap = wrap_key(key, state.keys[member], state.room, epoch)
-        return self._session.request("WRAPS", room, str(epoch),
+        return self._session.request("HANDOVER", room, str(epoch),
                                      f"{b64encode(member)}:{b64encode(wrap)}")
 

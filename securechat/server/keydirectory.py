@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from securechat.constants import MAX_REASON_LENGTH, WRAP_BYTES
 from securechat.crypto.roomkeys import FIRST_EPOCH
+from securechat.roomlog import LogError
 from securechat.roomlog.entry import EPOCH, unb64
 from securechat.server import events
 from securechat.server.roomlogs import decode
@@ -72,10 +73,18 @@ class KeyDirectory:
         entry = signed.entry
         if entry.kind != EPOCH:
             raise WireError(Code.BAD_ENTRY, "ROTATE takes an epoch entry")
-        number = entry.body.get("epoch")
         check_wrap(own_wrap)
-        recipients = {unb64(r) for r in entry.body.get("recipients", [])
-                      if isinstance(r, str)}
+        room = yield service.logs.caught_up(room, index)
+        if index != room.state.length or entry.index != index:
+            raise WireError(Code.LOG_CONFLICT, f"the log of {room.name} has "
+                                               f"{room.state.length} entries; fetch them and "
+                                               f"try again")
+        try:
+            room.state.copy().apply(signed)
+        except LogError as error:
+            raise WireError(Code.BAD_ENTRY, error.reason) from None
+        number = entry.body["epoch"]
+        recipients = {unb64(r) for r in entry.body["recipients"]}
         coming = self._coming.get((room.id, user.id, number), {})
         missing = recipients - set(coming) - {user.fingerprint}
         if missing:
@@ -108,16 +117,32 @@ class KeyDirectory:
 
     @defer.inlineCallbacks
     def hand_over(self, user: UserRow, name: str, epoch: int, text: str):
-        """WRAPS: for the next epoch, held until its ROTATE; for the current one,
-        a holder's copies for members the log says hold it (a share), stored and
-        sent now."""
+        """WRAPS: wraps for the epoch this member is about to append, held until
+        its ROTATE (or until they go offline)."""
+        service = self._service
+        room = service.rooms.require_member(name, user.id)
+        if room.state is None:
+            raise WireError(Code.NO_LOG, f"{room.name} has no signed log yet")
+        wraps = parse_wraps(text)
+        if epoch > room.epoch + 1 and service.fanout.several_daemons:
+            # Another daemon may have taken an epoch this one has not heard of.
+            yield service.replica.fresh(room.id)
+            room = service.rooms.require_member(name, user.id)
+        if epoch != max(room.epoch, room.state.legacy_epoch) + 1:
+            raise WireError(Code.LOG_CONFLICT, f"epoch {epoch} of {room.name} is not the next "
+                                               f"one; fetch the log and try again")
+        self._coming.setdefault((room.id, user.id, epoch), {}).update(wraps)
+        return [(OK, (str(len(wraps)),))]
+
+    @defer.inlineCallbacks
+    def share_key(self, user: UserRow, name: str, epoch: int, text: str):
+        """HANDOVER: a holder's copies of the current key, for members the log
+        says hold it (a share entry, or a copy the server lost); stored and sent."""
         service = self._service
         room = yield self.room_for_epoch(name, user, epoch)
         wraps = parse_wraps(text)
-        if room.state is not None and epoch == max(room.epoch, room.state.legacy_epoch) + 1:
-            self._coming.setdefault((room.id, user.id, epoch), {}).update(wraps)
-            return [(OK, (str(len(wraps)),))]
-        if epoch != room.epoch or user.id not in room.holders or room.state is None:
+        if epoch != room.epoch or room.state is None or not room.state.holds(user.fingerprint,
+                                                                            epoch):
             raise WireError(Code.STALE_EPOCH,
                             f"you can hand out only the current key of {room.name}")
         targets = []

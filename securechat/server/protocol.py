@@ -406,6 +406,9 @@ class ServerProtocol(LineProtocol):
     def handle_wraps(self, request_id, room, epoch, wraps):
         return self._answer(request_id, self.service.hand_over(self.user, room, epoch, wraps))
 
+    def handle_handover(self, request_id, room, epoch, wraps):
+        return self._answer(request_id, self.service.share_key(self.user, room, epoch, wraps))
+
     def handle_keyreq(self, request_id, room):
         return self._answer(request_id, self.service.request_key(self.user, room))
 

@@ -89,9 +89,14 @@ class RoomLogs:
         """LOG: entries from C{from_index}, a page at a time. OK says how many
         came, how long the log is, and where the next page starts if any."""
         service = self._service
-        room = service.rooms.require(name)
+        room = yield self.find(check_room(name))
+        if room is None:
+            raise WireError(Code.NO_SUCH_ROOM, f"no room {name}")
         if not self.may_read(room, user):
             raise WireError(Code.NOT_MEMBER, f"{room.name} is invite-only")
+        # A member may have been sent an entry (through the bus) that this
+        # daemon's copy of the room does not have yet.
+        room = yield self.caught_up(room, from_index)
         rows = yield service.store.log(room.id, from_index, LOG_PAGE)
         lines, size = [], 0
         for index, data, signature in rows:
@@ -101,7 +106,8 @@ class RoomLogs:
             lines.append(events.entry(room, index, data, signature))
         following = (str(from_index + len(lines)),) if len(lines) < len(rows) or \
             len(rows) == LOG_PAGE else ()
-        length = room.state.length if room.state is not None else 0
+        length = max(room.state.length if room.state is not None else 0,
+                     from_index + len(rows))
         return [*lines, (OK, (str(len(lines)), str(length), *following))]
 
     # -- joining ----------------------------------------------------------------
@@ -112,7 +118,7 @@ class RoomLogs:
         """JOIN: a genesis entry creates the room; a join entry adds its author."""
         service = self._service
         signed = decode(data, signature)
-        room = service.rooms.find(check_room(name))
+        room = yield self.find(check_room(name))
         if room is None and signed.entry.kind == GENESIS:
             created = yield self._create(user, name, signed)
             if created is not None:
@@ -120,11 +126,12 @@ class RoomLogs:
             room = service.rooms.require(name)
         if room is None:
             raise WireError(Code.NO_SUCH_ROOM, f"no room {name}; a genesis entry creates it")
+        room = yield self.caught_up(room, index)
         if room.state is None:
             raise WireError(Code.NO_LOG, f"{room.name} is being moved to a signed log; try "
                                          f"again when one of its members is back online")
         if user.fingerprint in room.state.members and user.id in room.members:
-            return [service.room_state(room, user), (OK, ())]
+            return [(yield self._state_for(room, user)), (OK, ())]
         if signed.entry.kind != JOIN:
             raise WireError(Code.BAD_ENTRY, "JOIN takes a genesis or a join entry")
         self._check_own(user, signed)
@@ -140,7 +147,14 @@ class RoomLogs:
                 raise WireError(Code.BAD_PASSWORD, f"wrong password for {room.name}")
         service.rooms.check_join(room, user.id)
         yield self.append_checked(room, user, index, signed)
-        return [service.room_state(room, user), (OK, ())]
+        return [(yield self._state_for(room, user)), (OK, ())]
+
+    @defer.inlineCallbacks
+    def _state_for(self, room: RoomRow, user: UserRow):
+        """The ROOM line for a member who just joined: with the seq their next
+        message takes, which a part and a rejoin do not reset."""
+        next_seq = yield self._service.store.next_seq(room.id, user.id)
+        return self._service.room_state(room, user, next_seq)
 
     @defer.inlineCallbacks
     def _create(self, user: UserRow, name: str, signed: SignedEntry):
@@ -253,6 +267,7 @@ class RoomLogs:
         """Check C{signed} against the log, store it with what it changes, apply
         it, and tell the members (and whoever it removed)."""
         service = self._service
+        room = yield self.caught_up(room, index)
         state = room.state or RoomState(room=room.name)
         if index != state.length or signed.entry.index != index:
             raise WireError(Code.LOG_CONFLICT, f"the log of {room.name} has {state.length} "
@@ -294,6 +309,32 @@ class RoomLogs:
         service.publish(room, events.entry(room, index, signed.data, signed.signature),
                         extra=removed)
         self._log(room, user, signed)
+
+    @defer.inlineCallbacks
+    def find(self, name: str):
+        """The room by that name, or None; with several daemons, one another
+        daemon made a moment ago is read in first."""
+        service = self._service
+        room = service.rooms.find(name)
+        if room is None and service.fanout.several_daemons:
+            room_id = yield service.store.room_id(name)
+            if room_id is not None:
+                yield service.replica.reload_room(room_id)
+                room = service.rooms.find(name)
+        return room
+
+    @defer.inlineCallbacks
+    def caught_up(self, room: RoomRow, index: int):
+        """The room, read again first if an entry is offered beyond the end of
+        its log as this daemon knows it: another daemon appended meanwhile and
+        its notice has not come (or never will)."""
+        length = room.state.length if room.state is not None else 0
+        if index > length and self._service.fanout.several_daemons:
+            yield self._service.replica.fresh(room.id)
+            name, room = room.name, self._service.rooms.get(room.id)
+            if room is None:
+                raise WireError(Code.NO_SUCH_ROOM, f"{name} was deleted meanwhile")
+        return room
 
     def mirror(self, room: RoomRow, state: RoomState) -> tuple[dict[int, str], set[int]]:
         """The members (user id to role) and bans (user ids) a log state means

@@ -501,6 +501,9 @@ class ChatService(service.Service):
     def hand_over(self, user: UserRow, name: str, epoch: int, wraps: str):
         return self.keys.hand_over(user, name, epoch, wraps)
 
+    def share_key(self, user: UserRow, name: str, epoch: int, wraps: str):
+        return self.keys.share_key(user, name, epoch, wraps)
+
     def request_key(self, user: UserRow, name: str):
         return self.keys.request_key(user, name)
 

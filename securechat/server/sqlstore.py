@@ -256,6 +256,7 @@ class SQLStore:
             "DELETE FROM bans WHERE user_id = ? OR banned_by = ?",
             "DELETE FROM registration_tokens WHERE used_by = ? OR resets = ?",
             "DELETE FROM storage_usage WHERE user_id = ? OR user_id = ?",
+            "DELETE FROM fingerprints WHERE user_id = ? OR user_id = ?",
             "DELETE FROM users WHERE id = ? AND id = ?",
         )]
 

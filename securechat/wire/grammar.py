@@ -225,9 +225,9 @@ _ENTRY = Param("entry", "b64", MAX_ENTRY_BYTES)
 _RECORD = Param("record", "b64", MAX_EPOCH_RECORD_BYTES)
 _KEYS = (_key("sign_key"), _key("enc_key"), _signature("enc_signature"))
 
-# WRAPS carries "fingerprint:wrap" pairs (base64url, unpadded) in one line.
+# WRAPS and HANDOVER carry "fingerprint:wrap" pairs (base64url, unpadded) in one line.
 WRAP_PAIR_LENGTH = 43 + 1 + 512 + 1
-WRAPS_LENGTH = MAX_LINE_AUTHENTICATED - 2 - Verb("WRAPS", (_ROOM, _EPOCH)).worst_case_line()
+WRAPS_LENGTH = MAX_LINE_AUTHENTICATED - 2 - Verb("HANDOVER", (_ROOM, _EPOCH)).worst_case_line()
 WRAPS_PER_LINE = (WRAPS_LENGTH + 1) // WRAP_PAIR_LENGTH
 
 # SYNC names every room of the user with its position, "#room=seq" and a
@@ -259,8 +259,11 @@ CLIENT_VERBS = verbs(
     Verb("SYNC", (Param("positions", "text", SYNC_POSITIONS_LENGTH, optional=True, ascii=True),)),
     Verb("EPOCHS", (_ROOM, Param("from_epoch", "int"))),
     Verb("ROTATE", (*_JOIN_HEAD, _ENTRY, *_ROTATE_TAIL)),
-    # Wraps of one epoch's key, "fingerprint:wrap" pairs (base64url), as many as a line holds.
+    # Wraps of the key of the epoch about to be appended, "fingerprint:wrap"
+    # pairs (base64url), as many as a line holds.
     Verb("WRAPS", (_ROOM, _EPOCH, Param("wraps", "text", WRAPS_LENGTH, ascii=True))),
+    # Copies of the current key for members the log says hold it (a share).
+    Verb("HANDOVER", (_ROOM, _EPOCH, Param("wraps", "text", WRAPS_LENGTH, ascii=True))),
     Verb("KEYREQ", (_ROOM,)),
     Verb("WITHHOLD", (_ROOM, _EPOCH, _NICK, Param("code", max_length=32),
                       _text("text", MAX_REASON_LENGTH))),
