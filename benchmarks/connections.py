@@ -75,25 +75,20 @@ def room_name(connection: int) -> str:
 
 
 class Memberships:
-    """What a registering connection joins: every room its account will be in.
-    Whoever comes first creates a room; the others wait for it (a second
-    creator would be told to try again)."""
+    """What a registering connection joins: every room its account will be in,
+    each joined after the members before it (see L{Room.joined})."""
 
     name = None
 
-    def __init__(self, names: list[str], created: dict[str, defer.Deferred]):
+    def __init__(self, names: list[str], rooms: dict[str, Room]):
         self.names = names
-        self.created = created
+        self.rooms = rooms
 
     @defer.inlineCallbacks
     def joined(self, client):
         for name in self.names:
-            if name in self.created:
-                yield defer.DeferredList([self.created[name]], consumeErrors=True)
-                yield client.request("JOIN", name)
-            else:
-                self.created[name] = client.request("JOIN", name)
-                yield self.created[name]
+            room = self.rooms.setdefault(name, Room(name))
+            yield room.joined(client)
 
 
 class IdleWorker(Peers):
@@ -124,9 +119,9 @@ class IdleWorker(Peers):
     @defer.inlineCallbacks
     def _make(self, accounts: int, count: int):
         keys = identities.load(range(accounts))
-        created = {}
+        rooms = {}
         makers = [DaemonClient(self, f"u{a}", keys[a], Memberships(
-                      sorted({room_name(c) for c in range(a, count, accounts)}), created),
+                      sorted({room_name(c) for c in range(a, count, accounts)}), rooms),
                       source_address(a))
                   for a in range(accounts)]
         failures = yield connect_all(makers, self.plan["in_flight"])

@@ -7,9 +7,9 @@ Sending a million messages through the daemon would take many minutes, so
 the room is made once and cached: a real daemon registers the owner, creates
 the room and takes the first key rotation through the protocol; once it has
 stopped, the other epochs (one per 100 messages, as the daemon enforces, each
-record signed and chained) and the messages are written straight into its
-SQLite database, exactly as the daemon itself would have stored them. Each
-run works on a fresh copy of that data dir.
+an entry of the room's log, signed and chained) and the messages are written
+straight into its SQLite database, exactly as the daemon itself would have
+stored them. Each run works on a fresh copy of that data dir.
 """
 
 import os
@@ -32,7 +32,7 @@ from benchmarks.processes import (
 )
 from benchmarks.report import median, ms
 from securechat.constants import ROTATE_AFTER_MESSAGES
-from securechat.crypto.roomkeys import new_epoch
+from securechat.roomlog import SignedEntry, author, replay
 from securechat.server.backends import DATABASE_FILE
 from securechat.wire import b64encode
 
@@ -61,54 +61,54 @@ def ensure(spec: Spec) -> str:
     print(f"history: building a room of {spec.messages:,} messages in {path} (once; cached)",
           flush=True)
     identities.ensure(1)
-    chain = _chain(identities.load([0])[0], -(-spec.messages // ROTATE_AFTER_MESSAGES))
-    record, signature, wrap = chain[0]
-    first = {"record": b64encode(record), "signature": b64encode(signature),
-             "wrap": b64encode(wrap)}
+    owner = identities.load([0])[0]
 
     def prepare(server):
-        Workers("benchmarks.history", [_plan(server, first)]).stop()
+        Workers("benchmarks.history", [_plan(server, build=True)]).stop()
 
     def finish(data_dir):
-        _fill(os.path.join(data_dir, DATABASE_FILE), chain, spec.messages)
+        _fill(os.path.join(data_dir, DATABASE_FILE), owner, spec.messages)
 
     build_data_dir(path, prepare, finish)
     print(f"history: built in {time.monotonic() - started:.0f} s", flush=True)
     return path
 
 
-def _chain(owner, epochs: int) -> list[tuple[bytes, bytes, bytes]]:
-    """(record, signature, owner's wrap) per epoch; each record names the previous."""
-    print(f"history: signing {epochs:,} epoch records", flush=True)
-    chain, previous, now = [], None, int(time.time())
-    for epoch in range(1, epochs + 1):
-        _, record, signature, wraps = new_epoch(owner, ROOM, epoch, previous, None,
-                                                [owner.public], "benchmark", "joined", now)
-        chain.append((record.encode(), signature, wraps[owner.fingerprint]))
-        previous = record
-    return chain
-
-
-def _fill(path: str, chain, messages: int) -> None:
-    """Epochs 2 onwards and every message, in one transaction; durability is
+def _fill(path: str, owner, messages: int) -> None:
+    """Epochs 2 onwards (entries of the room's log, chained after what the
+    daemon stored) and every message, in one transaction; durability is
     relaxed only here, for a throwaway cache (the daemon sets its own)."""
-    print(f"history: writing {messages:,} messages", flush=True)
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=OFF")
     db.execute("PRAGMA synchronous=OFF")
     db.execute("PRAGMA cache_size=-262144")
-    (owner,) = db.execute("SELECT id FROM users WHERE folded = ?", (OWNER,)).fetchone()
+    (owner_id,) = db.execute("SELECT id FROM users WHERE folded = ?", (OWNER,)).fetchone()
     (room,) = db.execute("SELECT id FROM rooms WHERE folded = ?", (ROOM,)).fetchone()
-    now = time.time()
+    state = replay(SignedEntry.decode(bytes(data), bytes(signature)) for data, signature in
+                   db.execute("SELECT entry, signature FROM room_log WHERE room_id = ?"
+                              " ORDER BY idx", (room,)))
+    epochs = -(-messages // ROTATE_AFTER_MESSAGES)
+    print(f"history: signing {epochs - state.epoch:,} epoch entries", flush=True)
+    now, entries = time.time(), []
+    while state.epoch < epochs:
+        _, signed, wraps = author.epoch(owner, state, [owner.public], "benchmark", int(now))
+        entries.append((signed, wraps[owner.fingerprint]))
+        state.apply(signed, verify=False)
+    print(f"history: writing {messages:,} messages", flush=True)
     db.execute("BEGIN")
+    db.executemany(
+        "INSERT INTO room_log (room_id, idx, entry, signature, created) VALUES (?, ?, ?, ?, ?)",
+        ((room, signed.entry.index, signed.data, signed.signature, now)
+         for signed, _ in entries))
     db.executemany(
         "INSERT INTO epochs (room_id, epoch, rotator_id, record, signature, created)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        ((room, epoch, owner, record, signature, now)
-         for epoch, (record, signature, _) in enumerate(chain[1:], 2)))
+        ((room, signed.entry.body["epoch"], owner_id, signed.data, signed.signature, now)
+         for signed, _ in entries))
     db.executemany(
         "INSERT INTO wraps (room_id, epoch, user_id, wrapper_id, wrap) VALUES (?, ?, ?, ?, ?)",
-        ((room, epoch, owner, owner, wrap) for epoch, (_, _, wrap) in enumerate(chain[1:], 2)))
+        ((room, signed.entry.body["epoch"], owner_id, owner_id, wrap)
+         for signed, wrap in entries))
     # The owner sent them all, a hundred per epoch, one every 10 ms until now;
     # message id, token and signature are random bytes of the real sizes.
     token, signature, row = 16, 16 + TOKEN_BYTES, 16 + TOKEN_BYTES + SIGNATURE_BYTES
@@ -118,7 +118,7 @@ def _fill(path: str, chain, messages: int) -> None:
         rows = []
         for n in range(count):
             seq, at = start + n, n * row
-            rows.append((room, seq, owner, (seq - 1) // ROTATE_AFTER_MESSAGES + 1, seq,
+            rows.append((room, seq, owner_id, (seq - 1) // ROTATE_AFTER_MESSAGES + 1, seq,
                          noise[at:at + token], noise[at + token:at + signature],
                          noise[at + signature:at + row], now - (messages - seq) * 0.01))
         db.executemany(
@@ -129,7 +129,7 @@ def _fill(path: str, chain, messages: int) -> None:
     db.close()
 
 
-def _plan(server, build: dict | None = None, spec: Spec | None = None) -> dict:
+def _plan(server, build: bool = False, spec: Spec | None = None) -> dict:
     return {"server": "daemon", "host": "127.0.0.1", "port": server.port,
             "fingerprint": server.fingerprint, "build": build,
             "messages": spec and spec.messages, "missed": spec and spec.missed,
@@ -150,9 +150,11 @@ class HistoryWorker(Peers):
         room.members.append(self.client)
         yield self.client.connect()
         if plan["build"]:
-            build = plan["build"]
-            yield self.client.request("ROTATE", ROOM, "1", build["record"], build["signature"],
-                                      build["wrap"])
+            _, signed, wraps = author.epoch(owner, room.state, [owner.public], "benchmark",
+                                            int(time.time()))
+            yield self.client.request("ROTATE", ROOM, str(signed.entry.index),
+                                      b64encode(signed.data), b64encode(signed.signature),
+                                      b64encode(wraps[owner.fingerprint]))
 
     @defer.inlineCallbacks
     def run(self):

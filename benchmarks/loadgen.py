@@ -34,13 +34,15 @@ from securechat.client.trust import ServerTrust
 from securechat.constants import ROTATE_AFTER_MESSAGES
 from securechat.crypto.certificates import parse_fingerprint
 from securechat.crypto.identity import login_signature
-from securechat.crypto.roomkeys import new_epoch
 from securechat.lineprotocol import tls_exporter
 from securechat.ratelimit import TokenBucket
+from securechat.roomlog import RoomState, SignedEntry, author
 from securechat.wire import SERVER_VERBS, b64encode, encode_frame, parse_line
 
 SIGNATURE_BYTES = 384
 CONNECT_TIMEOUT = 60
+# Times a join is built again after another process's entry took its place.
+JOIN_ATTEMPTS = 20
 
 Reply = collections.namedtuple("Reply", "frame lines")
 
@@ -389,11 +391,14 @@ class DaemonClient(Client):
 
 
 class Room:
-    """A room's members, and (for the daemon) its key epochs, signed in advance.
+    """A room's members, its log, and (for the daemon) its key epochs, signed in
+    advance.
 
-    As the real client does, senders stop at the epoch's 100 messages and the
-    owner rotates once they are all acknowledged, rather than sending on into
-    REKEY_REQUIRED refusals that would waste the flood allowance.
+    Members join one after another, each appending their join to the log as
+    the real client does. As the real client does, senders stop at the
+    epoch's 100 messages and the owner rotates once they are all
+    acknowledged, rather than sending on into REKEY_REQUIRED refusals that
+    would waste the flood allowance.
     """
 
     def __init__(self, name: str):
@@ -402,17 +407,19 @@ class Room:
         self.epoch = 0
         self.sent = 0
         self.rotating = False
-        self._chain: list[tuple[str, str, str]] = []
+        self.state = RoomState(room=name)
+        self._joins = defer.succeed(None)
+        self._chain: list[tuple[str, str, str, str]] = []
 
     def prepare_chain(self, count: int, now: int) -> None:
+        """The owner's next C{count} epoch entries, each for the owner alone."""
         owner = self.members[0].identity
-        previous = None
-        for epoch in range(1, count + 1):
-            _, record, signature, wraps = new_epoch(owner, self.name, epoch, previous, None,
-                                                    [owner.public], "benchmark", "joined", now)
-            self._chain.append((b64encode(record.encode()), b64encode(signature),
-                                b64encode(wraps[owner.fingerprint])))
-            previous = record
+        state = self.state.copy()
+        for _ in range(count):
+            _, signed, wraps = author.epoch(owner, state, [owner.public], "benchmark", now)
+            self._chain.append((str(signed.entry.index), b64encode(signed.data),
+                                b64encode(signed.signature), b64encode(wraps[owner.fingerprint])))
+            state.apply(signed, verify=False)
 
     def may_send(self) -> bool:
         return not self.rotating and (not self._chain or self.sent < ROTATE_AFTER_MESSAGES)
@@ -424,10 +431,49 @@ class Room:
             self.rotate()
 
     def joined(self, client) -> defer.Deferred:
-        return client.request("JOIN", self.name)
+        """Append C{client}'s join (or the room's genesis), after the joins before it."""
+        result = defer.Deferred()
+        self._joins.addCallback(lambda _: self._join(client).chainDeferred(result))
+        return result
+
+    @defer.inlineCallbacks
+    def _join(self, client):
+        """The join entry, built again on the log's new end if another process
+        appended first (members of one room may live in several workers)."""
+        state, me = self.state, client.identity
+        for _ in range(JOIN_ATTEMPTS):
+            if not state.length:
+                signed = author.genesis(me, self.name, client.nick, int(time.time()))
+            else:
+                signed = author.join(me, state, client.nick, int(time.time()))
+            try:
+                reply = yield client.request("JOIN", self.name, str(signed.entry.index),
+                                             b64encode(signed.data),
+                                             b64encode(signed.signature))
+            except RuntimeError as error:
+                if not str(error).startswith(("LOG_CONFLICT", "BAD_ENTRY")):
+                    raise
+                yield self._catch_up(client)
+                continue
+            [room] = [SERVER_VERBS["ROOM"].bind(parse_line(raw)) for raw in reply.lines
+                      if raw.startswith(b"ROOM ")]
+            if room["log_length"] > signed.entry.index:
+                state.apply(signed, verify=False)
+            # Else a member already (a connection of an account in the room):
+            # nothing was appended.
+            return
+        raise RuntimeError(f"could not join {self.name}: its log kept moving")
+
+    @defer.inlineCallbacks
+    def _catch_up(self, client):
+        reply = yield client.request("LOG", self.name, str(self.state.length))
+        for raw in reply.lines:
+            fields = SERVER_VERBS["ENTRY"].bind(parse_line(raw))
+            self.state.apply(SignedEntry.decode(fields["entry"], fields["signature"]),
+                             verify=False)
 
     def rotate(self) -> None:
-        """One rotation at a time, by the room's owner, with the next signed record."""
+        """One rotation at a time, by the room's owner, with the next signed entry."""
         owner = self.members[0]
         if self.rotating:
             return
@@ -435,8 +481,7 @@ class Room:
             owner.worker.count("ran out of prepared epochs")
             return
         self.rotating = True
-        record, signature, wrap = self._chain[self.epoch]
-        d = owner.request("ROTATE", self.name, str(self.epoch + 1), record, signature, wrap)
+        d = owner.request("ROTATE", self.name, *self._chain[self.epoch])
         d.addCallbacks(self._rotated, self._refused)
 
     def _refused(self, failure) -> None:
@@ -498,12 +543,13 @@ class Worker(Peers):
                 room.members.append(client)
                 self.clients.append(client)
         for room in self.rooms:
-            # The owner first, so that the room exists and is theirs.
+            # The owner first, so that the room exists and is theirs; the first
+            # key once everyone is in (each newcomer would demand another).
             yield self._connect(room.members[:1])
+            yield self._connect(room.members[1:])
             if plan["server"] == "daemon":
                 room.prepare_chain(plan["epochs"], int(time.time()))
                 room.rotate()
-            yield self._connect(room.members[1:])
         for _ in range(600):
             if not any(room.rotating for room in self.rooms):
                 break

@@ -23,12 +23,15 @@ def binding(transport) -> bytes:
 class Rig:
     """One user's client: the session, every event it emitted, its saved state."""
 
-    def __init__(self, network, name, state=None, **options):
+    def __init__(self, network, name, state=None, key=None, **options):
+        """@param key: whose identity key the client has (default: C{name}'s);
+            a user whose keys were reset comes back with another."""
         self.network = network
         self.name = name
+        self.key = key or name
         self.saved = copy.deepcopy(state) if state else {}
         self.events = []
-        self.session = ClientSession(identity(name), name, copy.deepcopy(self.saved),
+        self.session = ClientSession(identity(self.key), name, copy.deepcopy(self.saved),
                                      network.clock, self._save, binding, **options)
         self.session.subscribe(self.events.append)
         self.pump = None
@@ -59,8 +62,8 @@ class Network:
         self.clock = self.server.clock
         self.rigs = []
 
-    def client(self, name, state=None, connect=True, **options) -> Rig:
-        rig = Rig(self, name, state, **options)
+    def client(self, name, state=None, connect=True, key=None, **options) -> Rig:
+        rig = Rig(self, name, state, key, **options)
         self.rigs.append(rig)
         if connect:
             self.connect(rig)
@@ -74,7 +77,10 @@ class Network:
             self.settle()
         return rigs
 
-    def connect(self, rig: Rig) -> None:
+    def connect(self, rig: Rig, wire=None) -> None:
+        """Connect C{rig}'s client to the server; C{wire}, if given, is handed the
+        client protocol to put itself between it and the wire (and record what
+        the client sends), before the connection is made."""
         server_protocol = self.server.factory.buildProtocol(None)
         client_protocol = ClientProtocol(rig.session, self.clock)
         write = client_protocol.send_line
@@ -83,7 +89,10 @@ class Network:
             rig.sent.append(line)
             write(line)
 
-        client_protocol.send_line = recording
+        if wire is None:
+            client_protocol.send_line = recording
+        else:
+            wire(client_protocol)
         rig.pump = iosim.connect(
             server_protocol, iosim.makeFakeServer(server_protocol),
             client_protocol, iosim.makeFakeClient(client_protocol),
@@ -101,7 +110,19 @@ class Network:
         if rig.pump is not None:
             self.disconnect(rig)
         self.clock.advance(0)
-        return self.client(rig.name, rig.saved, **options)
+        return self.client(rig.name, rig.saved, key=rig.key, **options)
+
+    def reset_user(self, name: str) -> str:
+        """What C{securechat-admin user reset NAME} does: a one-time token with
+        which the user registers their nick again, with new keys."""
+        from securechat.server.passwords import new_registration_token, token_digest
+
+        service = self.server.service
+        token = new_registration_token()
+        service.store.add_registration_token(token_digest(token), self.clock.seconds(),
+                                             resets=service.accounts.find(name).id)
+        self.clock.advance(0)
+        return token
 
     def settle(self, limit=5000) -> None:
         """Move data and run due timers until nothing happens (short timers included)."""

@@ -71,7 +71,7 @@ class EnvelopeTests(SynchronousTestCase):
 
     def test_padding_hides_length(self):
         """Bodies of different lengths within a bucket give tokens of the same size."""
-        sizes = {len(seal(KEY, self.alice, header(), "x" * n, 1, AT)[0]) for n in (20, 40, 60)}
+        sizes = {len(seal(KEY, self.alice, header(), "x" * n, 1, AT)[0]) for n in (1, 20, 40)}
         self.assertEqual(len(sizes), 1)
         bigger = len(seal(KEY, self.alice, header(), "x" * (PAD_BUCKET * 2), 1, AT)[0])
         self.assertGreater(bigger, sizes.pop())

@@ -136,7 +136,7 @@ class LoopbackTLSTests(TestCase):
         """A modern client gets TLS 1.3 and the greeting line."""
         probe = yield self.connect()
         self.assertEqual(probe.transport.getHandle().get_protocol_version_name(), "TLSv1.3")
-        self.assertTrue(probe.received.startswith(b"HELLO * securechat 1 test.example "))
+        self.assertTrue(probe.received.startswith(b"HELLO * securechat 2 test.example "))
 
     @defer.inlineCallbacks
     def test_tls12_uses_ecdhe_aead(self):

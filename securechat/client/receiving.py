@@ -360,7 +360,8 @@ class Reception:
             return session.keys.key(room, state.epoch) is None, (
                 "the room's newest key does not unlock it")
         since = session.member_since(state)
-        if session.rekeyed_at(state) > info.index:
+        replacing = me not in state.members and state.by_nick(session.nick) is not None
+        if replacing or session.rekeyed_at(state) > info.index:
             return False, BEFORE_KEY
         if info.index < since:
             if state.history == "shared" and state.boundary is not None \
@@ -485,10 +486,19 @@ class Reception:
         session = self._session
         room = session.room(room_name)
         log_ = yield self.current_log(room)
-        reply = yield session.request("HISTORY", room.name, "before", str(2**62), str(count),
-                                      process=False)
+        lines, before = [], 2**62
+        while len(lines) < count:
+            # A page holds what the server's reply budget allows: ask on before
+            # the oldest one until there are enough, or no more.
+            reply = yield session.request("HISTORY", room.name, "before", str(before),
+                                          str(count - len(lines)), process=False)
+            page = [args for verb, args in reply.lines if verb == "MESSAGE"]
+            if not page or min(a["server_seq"] for a in page) >= before:
+                break
+            before = min(a["server_seq"] for a in page)
+            lines = page + lines
         shown, ids, last_seq, senders = [], set(), None, {}
-        for _, args in reply.lines:
+        for args in lines:
             message = Incoming(room.name, args["server_seq"], args["sender"], args["epoch"],
                                args["seq"], args["message_id"], args["token"],
                                args["signature"], args["received_ms"])

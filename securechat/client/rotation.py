@@ -47,6 +47,8 @@ class Rotator:
         self._session = session
         self._rotating = SharedOperations()
         self._rekey_calls: dict[str, object] = {}
+        # (room, member) hand-overs under way, so a busy outbox starts each once.
+        self._sharing: set[tuple[str, bytes]] = set()
 
     def __contains__(self, room: str) -> bool:
         """Whether a rotation of C{room} is under way."""
@@ -75,7 +77,30 @@ class Rotator:
         nick = state.names.get(made_by, "")
         if not session.peers.accepted(nick, made_by):
             return f"the current key was made by a key of {nick} you have not accepted"
+        if not state.shareable(state.epoch):
+            lacking = sorted(state.members[fp].nick for fp in self.lacking(state))
+            if lacking:
+                return f"{', '.join(lacking)} {'has' if len(lacking) == 1 else 'have'} no key"
         return None
+
+    def lacking(self, state) -> list[bytes]:
+        """Members this user trusts whom the current key was not given to."""
+        peers = self._session.peers
+        return [fp for fp in state.lacking() if peers.trusted(state.members[fp].nick, fp) is None]
+
+    def share_missing(self, room: str, state) -> None:
+        """In a room sharing its history, hand the current key to the trusted
+        members who lack it (a member just accepted, say), in the background."""
+        session = self._session
+        me = session.identity.fingerprint
+        if not state.shareable(state.epoch) or not state.holds(me, state.epoch) \
+                or session.keys.key(room, state.epoch) is None:
+            return
+        for fp in self.lacking(state):
+            if (fold(room), fp) not in self._sharing:
+                self._sharing.add((fold(room), fp))
+                d = self._share(room, state.epoch, fp).addErrback(self._request_gone)
+                d.addBoth(lambda _, key=(fold(room), fp): self._sharing.discard(key))
 
     def removal_seen(self, room: str, state, remover: bytes | None) -> None:
         """A member left: if this client holds the current key, re-key in turn."""
@@ -242,15 +267,22 @@ class Rotator:
             # A newcomer reads only what follows their join: a new key, not this one.
             yield self.rotate(room, f"{nick} joined", automatic=False)
             return
-        if not state.holds(me, epoch):
-            return
+        if state.holds(me, epoch):
+            yield self._share(room, epoch, member)
+
+    @defer.inlineCallbacks
+    def _share(self, room: str, epoch: int, member: bytes):
+        """A share entry handing C{member} the current key, then its wrap."""
+        session = self._session
+        key = session.keys.key(room, epoch)
         shared = yield session.log_sync.append(
             room, lambda s: None if s.epoch != epoch or s.holds(member, epoch)
             or member not in s.members else author.share(session.identity, s, member,
                                                          session.clock.seconds()))
-        if shared.state.epoch == epoch and shared.state.holds(member, epoch):
-            yield self._hand(room, epoch, member, key, shared.state)
-            session.emit("key_shared", room=room, nick=nick, epoch=epoch)
+        state = shared.state
+        if state.epoch == epoch and state.holds(member, epoch):
+            yield self._hand(room, epoch, member, key, state)
+            session.emit("key_shared", room=room, nick=state.members[member].nick, epoch=epoch)
 
     def _hand(self, room: str, epoch: int, member: bytes, key: bytes, state) -> defer.Deferred:
         wrap = wrap_key(key, state.keys[member], state.room, epoch)

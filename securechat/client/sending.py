@@ -161,6 +161,7 @@ class Sender:
         if reason is not None:
             session.rotator.start(room.name, reason)
             return None
+        session.rotator.share_missing(room.name, state)
         key = session.keys.key(room.name, state.epoch)
         if key is None:
             self._without_key(room, state)

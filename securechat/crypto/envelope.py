@@ -18,11 +18,13 @@ from cryptography.fernet import Fernet, InvalidToken
 from securechat.constants import PAD_BUCKET
 from securechat.crypto import transcript as ctx
 from securechat.crypto.identity import PrivateIdentity, PublicIdentity
+from securechat.wire.codec import b64decode, b64encode
 from securechat.wire.grammar import MAX_TOKEN_BYTES
 
 # Version 3 names the sender's room log (its length and head) beside the
 # fields it signs, so that a server showing members different logs is
-# caught by the first message that crosses between them. Version 2 carries
+# caught by the first message that crosses between them; its binary fields
+# are base64url, so that a short message still fits one padding bucket. Version 2 carries
 # the body as raw UTF-8 after a JSON header line, so a body's size is its
 # size: version 1 escaped it inside the JSON, where a newline took two bytes
 # and a control character six. Versions 1 and 2, stored before, are still read.
@@ -36,8 +38,8 @@ _FERNET_OVERHEAD = 1 + 8 + 16 + 32 + 16
 
 # The longest header: the longest room name and the largest numbers.
 _WORST_HEADER = {"v": ENVELOPE_VERSION, "room": "#" + "x" * 32, "epoch": 2**63 - 1,
-                 "sender": "f" * 64, "seq": 2**63 - 1, "id": "f" * 32, "ts": 2**63 - 1,
-                 "n": 10**9 - 1, "log": 2**63 - 1, "head": "f" * 64}
+                 "sender": "f" * 43, "seq": 2**63 - 1, "id": "f" * 22, "ts": 2**63 - 1,
+                 "n": 10**9 - 1, "log": 2**63 - 1, "head": "f" * 43}
 
 
 class EnvelopeError(Exception):
@@ -122,13 +124,13 @@ def seal(room_key: bytes, identity: PrivateIdentity, header: MessageHeader, body
         "v": ENVELOPE_VERSION,
         "room": header.room,
         "epoch": header.epoch,
-        "sender": identity.fingerprint.hex(),
+        "sender": b64encode(identity.fingerprint),
         "seq": header.seq,
-        "id": header.message_id.hex(),
+        "id": b64encode(header.message_id),
         "ts": timestamp,
         "n": len(encoded_body),
         "log": log.length,
-        "head": log.head.hex(),
+        "head": b64encode(log.head),
     })
     plain = head + encoded_body
     plain += b"\0" * (-len(plain) % PAD_BUCKET)
@@ -161,8 +163,12 @@ def open_sealed(room_key: bytes, sender: PublicIdentity, header: MessageHeader, 
                  fields["ts"])
     except (ValueError, KeyError, TypeError):
         raise EnvelopeError("malformed envelope") from None
-    expected = (header.room, header.epoch, sender.fingerprint.hex(), header.seq,
-                header.message_id.hex())
+    if fields.get("v") == ENVELOPE_VERSION:
+        expected = (header.room, header.epoch, b64encode(sender.fingerprint), header.seq,
+                    b64encode(header.message_id))
+    else:
+        expected = (header.room, header.epoch, sender.fingerprint.hex(), header.seq,
+                    header.message_id.hex())
     if inner[:5] != expected:
         raise EnvelopeError("envelope does not match its signed fields")
     if not isinstance(inner[5], int) or not isinstance(body, str):
@@ -177,7 +183,7 @@ def open_sealed(room_key: bytes, sender: PublicIdentity, header: MessageHeader, 
 def _position(fields: dict) -> LogPosition | None:
     if fields["v"] != ENVELOPE_VERSION:
         return None
-    length, head = fields["log"], bytes.fromhex(fields["head"])
+    length, head = fields["log"], b64decode(fields["head"])
     if type(length) is not int or length < 0 or len(head) != 32:
         raise ValueError("bad log position")
     return LogPosition(length, head)

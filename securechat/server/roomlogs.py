@@ -106,8 +106,10 @@ class RoomLogs:
             lines.append(events.entry(room, index, data, signature))
         following = (str(from_index + len(lines)),) if len(lines) < len(rows) or \
             len(rows) == LOG_PAGE else ()
-        length = max(room.state.length if room.state is not None else 0,
-                     from_index + len(rows))
+        length = room.state.length if room.state is not None else 0
+        if rows:
+            # The store may be ahead of this daemon's copy (another daemon's notice).
+            length = max(length, rows[-1][0] + 1)
         return [*lines, (OK, (str(len(lines)), str(length), *following))]
 
     # -- joining ----------------------------------------------------------------
