@@ -11,7 +11,7 @@ DATA_DIR ?= var
 PORT ?= 7470
 TESTS ?= tests
 
-.PHONY: run test bench venv clean
+.PHONY: run test bench churn venv clean
 
 # The project is installed (not editable): the default editable install hides
 # our twistd plugin. Any source change re-installs it. The plugin cache is
@@ -36,6 +36,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m twisted.trial $(TESTS)
+
+# The seeded churn simulation (tests/churn.py): a busy team, one seed, judged
+# for unreadable-but-entitled, leaked, lost and duplicated messages.
+SEED ?= 1
+OPS ?= 300
+churn: $(STAMP)
+	$(PY) -m tests.churn --seed $(SEED) --ops $(OPS)
 
 # Relay and daemon side by side (a few minutes; the first run also makes and
 # caches 200 identities and prepared daemon data dirs, about 850 MB, in

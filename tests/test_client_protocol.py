@@ -24,7 +24,7 @@ class RecordingSession:
     def connection_lost(self, protocol, reason):
         self.lost.append(reason)
 
-    def server_event(self, verb, args):
+    def server_event(self, verb, args, pushed=True):
         self.events.append((verb, args))
 
     def server_error(self, code, text):

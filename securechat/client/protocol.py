@@ -162,9 +162,9 @@ class ClientProtocol(LineProtocol):
         elif pending is not None:
             pending.reply.lines.append((verb, args))
             if pending.process:
-                self.session.server_event(verb, args)
+                self.session.server_event(verb, args, pushed=False)
         elif request_id == NO_REQUEST_ID and verb != "RETRY":
-            self.session.server_event(verb, args)
+            self.session.server_event(verb, args, pushed=True)
         else:
             self.log.warn("reply {verb} for unknown request {request_id}", verb=verb,
                           request_id=request_id)

@@ -69,7 +69,9 @@ class Reception:
     # -- arriving ------------------------------------------------------------------------
 
     def on_message(self, room, server_seq, sender, epoch, seq, message_id, token, signature,
-                   received_ms) -> None:
+                   received_ms, live: bool = False) -> None:
+        """A MESSAGE line; C{live} if the server pushed it as it was stored
+        (not in a reply to a catch-up)."""
         session = self._session
         local = session.rooms.get(fold(room))
         if local is None:
@@ -79,7 +81,7 @@ class Reception:
         log_ = session.logs.get(room)
         # What this client knew of the room when the message came: a removal it
         # knew by then is one the server did too (see L{_removal_warnings}).
-        incoming.log_seen = log_.length if log_ is not None and session.live else 0
+        incoming.log_seen = log_.length if log_ is not None and live else 0
         local.last_seq = max(local.last_seq, server_seq)
         if message_id.hex() in local.seen or any(
             m.message_id == message_id for m in local.pending
@@ -351,14 +353,19 @@ class Reception:
         if info is None:
             return False, (f"it names key epoch {epoch}, which {room}'s log does not have: the "
                            f"server altered it, or withholds the log")
+        if self._unlocked_by_current(state, epoch):
+            return session.keys.key(room, state.epoch) is None, (
+                "the room's newest key does not unlock it")
         if state.holds(me, epoch):
             if epoch == state.epoch:
                 return True, ""
             return False, (f"you were given the key of epoch {epoch}, but the server has not "
                            f"delivered it: it may be withholding it")
-        if self._unlocked_by_current(state, epoch):
-            return session.keys.key(room, state.epoch) is None, (
-                "the room's newest key does not unlock it")
+        if state.in_shared_segment(info):
+            cut = [e.index for e in state.epochs.values() if e.restart and e.index > info.index]
+            if cut:
+                return False, (f"no member held its key any more when {room}'s shared "
+                               f"history restarted (entry {min(cut)} of its log)")
         since = session.member_since(state)
         replacing = me not in state.members and state.by_nick(session.nick) is not None
         if replacing or session.rekeyed_at(state) > info.index:

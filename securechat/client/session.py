@@ -42,6 +42,9 @@ log = Logger()
 
 KEY_PENDING_TEXT = "waiting for a room key from a member"
 
+# Rooms left whose seen messages are kept, for a rejoin: the newest this many.
+LEFT_ROOMS_KEPT = 64
+
 # A key request nobody answers for this long is told as what it may be: a
 # server that withholds the request from the members, or their answers.
 KEY_STALL_SECONDS = 180.0
@@ -71,6 +74,9 @@ class ClientSession:
         self.keys = RoomKeyring(state.get("keyring"))
         self.logs = RoomLogs(state.get("logs"))
         self.rooms = {fold(r["name"]): LocalRoom.from_dict(r) for r in state.get("rooms", [])}
+        # What was seen in rooms the user left (folded name to the saved room):
+        # a rejoin of a room sharing its history shows nothing twice.
+        self._left: dict[str, dict] = {fold(r["name"]): r for r in state.get("left_rooms", [])}
         next_seqs = dict(state.get("next_seqs", {}))
         for saved in state.get("rooms", []):
             # A state from before the logs kept each room's counter in the room.
@@ -133,6 +139,7 @@ class ClientSession:
             "keyring": self.keys.to_dict(),
             "logs": self.logs.to_dict(),
             "rooms": [r.to_dict() for r in self.rooms.values()],
+            "left_rooms": list(self._left.values()),
             **self.sender.to_saved(),
             "server_limits": self.limits.to_saved(),
             "parts_waiting": sorted(self.parts_waiting.values()),
@@ -262,7 +269,11 @@ class ClientSession:
 
     # -- login and sync ---------------------------------------------------------
 
-    def server_event(self, verb: str, args: dict) -> None:
+    def server_event(self, verb: str, args: dict, pushed: bool = True) -> None:
+        """A line from the server: pushed as it happened, or part of a reply."""
+        if verb == "MESSAGE":
+            self.reception.on_message(live=pushed and self.live, **args)
+            return
         handler = getattr(self, "_on_" + verb.lower(), None)
         if handler is None:
             log.warn("no handling for server line {verb}", verb=verb)
@@ -405,7 +416,11 @@ class ClientSession:
                  topic):
         if fold(room) in self.parts_waiting:
             return
-        local = self.rooms.setdefault(fold(room), LocalRoom(room))
+        local = self.rooms.get(fold(room))
+        if local is None:
+            left = self._left.pop(fold(room), None)
+            local = self.rooms[fold(room)] = LocalRoom.from_dict(left) if left else \
+                LocalRoom(room)
         local.name, local.role, local.topic, local.members = room, role, topic, members
         local.flags = set(flags.split(","))
         local.log_length = max(local.log_length, log_length)
@@ -420,9 +435,6 @@ class ClientSession:
         if local is not None:
             local.log_length = max(local.log_length, index + 1)
         return self.log_sync.on_entry(room, index, entry, signature)
-
-    def _on_message(self, **fields):
-        self.reception.on_message(**fields)
 
     def _on_topic(self, room, by, topic):
         if fold(room) in self.rooms:
@@ -587,6 +599,9 @@ class ClientSession:
         room = self.rooms.pop(fold(name), None)
         if room is None:
             return
+        self._left[fold(room.name)] = room.to_dict()
+        while len(self._left) > LEFT_ROOMS_KEPT:
+            del self._left[next(iter(self._left))]
         self.sender.drop_room(room.name, f"you are no longer in {room.name}")
         self.save()
 
@@ -672,7 +687,8 @@ class ClientSession:
         if state.epoch and self.keys.key(room.name, state.epoch) is None:
             self.request_key(room.name)
         if new and room.history == "shared":
-            yield self._catch_up(room.name, 0)
+            # From the beginning, or from where this client was when it left.
+            yield self._catch_up(room.name, room.position())
         return room
 
     @defer.inlineCallbacks
