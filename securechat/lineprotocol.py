@@ -92,12 +92,16 @@ class LineProtocol(Protocol):
         self._buffer = lines.pop()
         for line in lines:
             if self._closing:
-                return
+                break
             if len(line) > self.max_line_length:
                 self.line_too_long(line[:LONG_LINE_HEAD_BYTES])
             else:
                 self.lineReceived(line)
-        if len(self._buffer) > self.max_line_length and not self._closing:
+        if self._closing:
+            # Nothing more is read on a connection being closed: hold nothing.
+            self._buffer = b""
+            return
+        if len(self._buffer) > self.max_line_length:
             head, self._buffer, self._discarding = self._buffer[:LONG_LINE_HEAD_BYTES], b"", True
             self.line_too_long(head)
 
