@@ -30,6 +30,7 @@ from securechat.constants import (
     STORE_BYTES_PER_DAY,
     STORE_BYTES_PER_SECOND,
 )
+from securechat.roomlog.entry import MAX_ROOM_MEMBERS
 from securechat.wire.grammar import MAX_SYNC_ROOMS, MAX_TOKEN_BYTES
 
 DEFAULT_PORT = 7470
@@ -150,7 +151,8 @@ SETTINGS = (
     ),
     Setting(
         "limits.members_per_room", "members-per-room", int, MAX_MEMBERS_PER_ROOM,
-        "Members one room may have (each key rotation wraps a key for each).", 2, 5_000,
+        "Members one room may have (each key rotation wraps a key for each, and "
+        "names each in one entry of the room's log).", 2, MAX_ROOM_MEMBERS,
     ),
     Setting(
         "limits.topic_length", "topic-length", int, MAX_TOPIC_LENGTH,

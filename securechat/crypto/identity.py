@@ -168,21 +168,3 @@ def safety_number(a: PublicIdentity, a_nick: str, b: PublicIdentity, b_nick: str
 def format_safety_number(number: str) -> str:
     """Twelve groups of five digits, as Signal shows them."""
     return " ".join(number[i : i + 5] for i in range(0, len(number), 5))
-
-
-def _invite_fields(room: str, nick: str, invitee: bytes) -> tuple:
-    return (ctx.INVITE, room.casefold(), nick.casefold(), invitee)
-
-
-def invite_signature(inviter: PrivateIdentity, room: str, nick: str, invitee: PublicIdentity) -> bytes:
-    """An op's signed statement that C{nick}, with this identity, may join C{room}.
-
-    The server checks it, and key holders check it again before wrapping a
-    room key for the newcomer: the server alone cannot add a member.
-    """
-    return inviter.sign(*_invite_fields(room, nick, invitee.fingerprint))
-
-
-def verify_invite(inviter: PublicIdentity, signature: bytes, room: str, nick: str,
-                  invitee: PublicIdentity) -> bool:
-    return inviter.verify(signature, *_invite_fields(room, nick, invitee.fingerprint))

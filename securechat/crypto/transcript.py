@@ -30,7 +30,6 @@ def transcript(context: bytes, *fields: bytes | str | int) -> bytes:
 AUTH = b"securechat/auth/v1"
 SUBKEY = b"securechat/encryption-subkey/v1"
 MESSAGE = b"securechat/message/v1"
-INVITE = b"securechat/invite/v1"
 EPOCH = b"securechat/epoch/v1"
 WRAP_LABEL = b"securechat/wrap/v1"
 KEY_ID = b"securechat/key-id/v1"
