@@ -298,3 +298,19 @@ PRESENCE_MISSED_HEARTBEATS = 3
 # Several daemons: how long a starting daemon waits for PostgreSQL before
 # saying, in one line, that it is unreachable.
 DATABASE_CONNECT_TIMEOUT_SECONDS = 5
+
+# Client, room logs: after a member leaves, the current key's holders re-key
+# in turn this many seconds apart (the remover first): one rotation, at once.
+REKEY_STAGGER_SECONDS = 2.0
+
+# Client: a newcomer whose room key was made before they joined waits this
+# long for an online holder to answer before making a new key itself.
+KEY_WAIT_SECONDS = 5.0
+
+# Client: a key request nobody answers for this long is told as what it may
+# be, a server withholding the request or the answers.
+KEY_STALL_SECONDS = 180.0
+
+# Client: the hashes of each room's newest log entries kept, so that a
+# message naming its sender's log head that far back is still recognised.
+HASHES_KEPT = 4096

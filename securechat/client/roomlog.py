@@ -11,13 +11,11 @@ checked means the server shows members different rooms: the room is
 marked forked, and nothing is sent in it.
 """
 
+from securechat.constants import HASHES_KEPT
 from securechat.names import fold
 from securechat.roomlog import LogError, RoomState, SignedEntry
 from securechat.roomlog.entry import b64, unb64
 
-# Entry hashes remembered per room, to recognise the head a message names:
-# a sender that far behind is a sender whose client has not run for long.
-HASHES_KEPT = 4096
 
 
 class Forked(Exception):

@@ -15,6 +15,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 
 from securechat.client.state import SharedOperations
+from securechat.constants import REKEY_STAGGER_SECONDS
 from securechat.crypto.roomkeys import wrap_key
 from securechat.names import fold
 from securechat.roomlog import author
@@ -26,10 +27,6 @@ log = Logger()
 # Times a rotation is built again after another entry took its place.
 ROTATE_ATTEMPTS = 5
 
-# After a member leaves, the current key's holders re-key in turn, this many
-# seconds apart by a rank all of them compute alike (the remover first): one
-# rotation, at once, however many members are online.
-REKEY_STAGGER_SECONDS = 2.0
 
 
 class KeyFirst(WireError):

@@ -14,7 +14,7 @@ from twisted.internet.error import ConnectionLost
 
 from securechat.client.outbox import Outbox, OutboxEntry
 from securechat.client.state import LocalRoom
-from securechat.constants import ROTATE_AFTER_MESSAGES
+from securechat.constants import KEY_WAIT_SECONDS, ROTATE_AFTER_MESSAGES
 from securechat.crypto.envelope import LogPosition, MessageHeader, seal
 from securechat.names import fold
 from securechat.wire import Code, WireError, b64encode
@@ -31,10 +31,6 @@ RETRY_SECONDS = 2.0
 # message is not lost, but it will not go out soon (a daily budget spent).
 LONG_WAIT_SECONDS = 60.0
 
-# A newcomer who wants to send in a room whose key was made before they
-# joined waits this long for a key holder to answer before making a new
-# key itself: long enough for an online holder, short enough to feel prompt.
-KEY_WAIT_SECONDS = 5.0
 
 # The code a message too long to send is refused with, before anything leaves.
 MESSAGE_TOO_LONG = "MESSAGE_TOO_LONG"

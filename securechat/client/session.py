@@ -30,7 +30,7 @@ from securechat.client.rotation import Rotator
 from securechat.client.sending import Sender
 from securechat.client.state import ClientEvent, LocalRoom
 from securechat.client.upgrade import LegacyRooms
-from securechat.constants import PROTOCOL_NAME, PROTOCOL_VERSION
+from securechat.constants import KEY_STALL_SECONDS, PROTOCOL_NAME, PROTOCOL_VERSION
 from securechat.crypto.identity import PrivateIdentity, login_signature
 from securechat.crypto.roomkeys import RoomKeyError
 from securechat.names import fold
@@ -45,9 +45,6 @@ KEY_PENDING_TEXT = "waiting for a room key from a member"
 # Rooms left whose seen messages are kept, for a rejoin: the newest this many.
 LEFT_ROOMS_KEPT = 64
 
-# A key request nobody answers for this long is told as what it may be: a
-# server that withholds the request from the members, or their answers.
-KEY_STALL_SECONDS = 180.0
 
 
 class ClientSession:
