@@ -313,6 +313,9 @@ class Reception:
         self._announce(room, message, f"message from {message.sender} waits for the key of "
                                       f"epoch {epoch}")
         legacy = not log_.length or epoch <= state.legacy_epoch
+        if f"{fold(room.name)}|{epoch}" in self._fetches:
+            # Its keys are being fetched; the fetch looks at it again.
+            return
         if (legacy or epoch not in state.epochs or state.holds(session.identity.fingerprint,
                                                                 epoch)) \
                 and (fold(room.name), epoch) not in self._wraps_asked:
@@ -472,6 +475,8 @@ class Reception:
             else:
                 missing = seq - last - 1 - sum(1 for r in state.get("reported", ())
                                                if last < r < seq)
+                if state.pop("resume", False):
+                    missing = 0
                 if announce and missing > 0 and not any(fold(m.sender) == sender
                                                         for m in room.pending):
                     self._session.emit("gap", room=room.name, nick=nick, missing=missing,

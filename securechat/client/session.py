@@ -418,6 +418,9 @@ class ClientSession:
             left = self._left.pop(fold(room), None)
             local = self.rooms[fold(room)] = LocalRoom.from_dict(left) if left else \
                 LocalRoom(room)
+            for sender in local.senders.values():
+                # What each sent while we were away is not missing: no gap for it.
+                sender["resume"] = True
         local.name, local.role, local.topic, local.members = room, role, topic, members
         local.flags = set(flags.split(","))
         local.log_length = max(local.log_length, log_length)

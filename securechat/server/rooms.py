@@ -8,6 +8,7 @@ whether an operation is allowed, persists it, then applies it here.
 from dataclasses import dataclass
 
 from securechat.constants import MAX_MEMBERS_PER_ROOM, MAX_ROOMS_PER_USER, MAX_TOPIC_LENGTH
+from securechat.crypto.roomkeys import EpochRecord, RoomKeyError
 from securechat.names import check_room, fold
 from securechat.server.store import RoomRow
 from securechat.wire import Code, WireError
@@ -137,3 +138,15 @@ class RoomRegistry:
         del self._by_name[fold(room.name)]
         for user_id in room.members:
             self._rooms_of.get(user_id, set()).discard(room.id)
+
+
+def legacy_history(record: bytes | None) -> str:
+    """The history policy of a room from before the logs, as its last signed
+    epoch record names it: "joined" when there is none, or it cannot be read
+    (the stricter of the two). The room's upgrade genesis carries it on."""
+    if not record:
+        return "joined"
+    try:
+        return EpochRecord.decode(record).history
+    except RoomKeyError:
+        return "joined"

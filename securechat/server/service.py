@@ -38,7 +38,7 @@ from securechat.server.operator import OperatorChanges, drop_connections
 from securechat.server.passwords import hash_room_password, token_digest
 from securechat.server.replica import Replica
 from securechat.server.roomlogs import RoomLogs
-from securechat.server.rooms import RoomLimits, RoomRegistry
+from securechat.server.rooms import RoomLimits, RoomRegistry, legacy_history
 from securechat.server.store import (
     MessageRow,
     NameTaken,
@@ -278,7 +278,9 @@ class ChatService(service.Service):
         return self.accounts.by_id(user_id).nick
 
     def history_policy(self, room: RoomRow) -> str:
-        return room.state.history if room.state is not None else "joined"
+        if room.state is not None:
+            return room.state.history
+        return legacy_history(room.epoch_record)
 
     def retention_days(self, room: RoomRow) -> int:
         """Days the room's messages are kept (0: for ever): the server's setting,
