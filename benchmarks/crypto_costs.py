@@ -5,7 +5,8 @@ import time
 
 from benchmarks import identities
 from securechat.crypto.envelope import LogPosition, MessageHeader, open_sealed, seal
-from securechat.crypto.roomkeys import new_epoch, new_room_key
+from securechat.crypto.roomkeys import new_room_key
+from securechat.roomlog import RoomState, author
 
 ROUNDS = 50
 
@@ -28,9 +29,11 @@ def measure(members: int = 500) -> list[tuple[str, str]]:
     token, signature = seal(key, sender, header, body, 0, at)
     seal_cost = _each(lambda: seal(key, sender, header, body, 0, at))
     open_cost = _each(lambda: open_sealed(key, sender.public, header, token, signature))
+    state = RoomState(room="#bench")
+    state.apply(author.genesis(sender, "#bench", "bench", 0), verify=False)
     roster = [sender.public] * members
     started = time.perf_counter()
-    new_epoch(sender, "#bench", 2, None, key, roster, "benchmark", "joined", 0)
+    author.epoch(sender, state, roster, "benchmark", 0)
     rotation = time.perf_counter() - started
     return [
         ("encrypt and sign one message", f"{seal_cost * 1000:.2f} ms"),

@@ -26,6 +26,7 @@ from benchmarks import (
     identities,
     paste,
     plot,
+    roomlog,
     scaleout,
 )
 from benchmarks.fanout import Scenario
@@ -201,6 +202,8 @@ def main(argv=None) -> int:
     _timed(_scaleout_rows, spec, options, table)
     table.section(["client crypto", "cost"], [list(row) for row in crypto_costs.measure(
         members=500 if options.size != "smoke" else 5)])
+    table.section(["room logs", "cost"], [list(row) for row in roomlog.measure(
+        *((10_000, 500) if options.size != "smoke" else (60, 5)))])
     table.section(["console", "time", "target"], [list(row) for row in paste.measure()])
     table.write(options.out)
     print(f"written to {options.out} in {time.monotonic() - started:.0f} s")
