@@ -57,10 +57,37 @@ class CommandTableTests(SynchronousTestCase):
                                            "/set colour red").code, "BAD_ARGUMENTS")
 
     def test_set_invite_only(self):
-        """/set invite_only on reaches the server; the room's flags say so."""
+        """/set invite_only on is an entry of the room's log; the room's flags say so."""
         self.run_line("/join #lab")
         self.run_line("/set invite_only on")
+        self.assertTrue(self.alice.session.logs.get("#lab").state.invite_only)
         self.assertIn("invite_only", self.alice.session.rooms["#lab"].flags)
+
+    def test_verify_in_two_steps(self):
+        """/verify bob shows the number; /verify bob yes records that it matched;
+        anything else after the nick is refused with the usage."""
+        self.net.client("bob").session.join("#lab")
+        self.run_line("/join #lab")
+        self.net.settle()
+        self.run_line("/verify bob")
+        self.assertEqual(len(self.alice.of("safety_number")), 1)
+        self.run_line("/verify bob yes")
+        self.assertTrue(self.alice.session.pins.verified("bob"))
+        self.assertEqual(self.assertRaises(WireError, SHARED_COMMANDS.run, self.context,
+                                           "/verify bob maybe").code, "BAD_ARGUMENTS")
+
+    def test_role_and_room_code(self):
+        """/role makes a member an op by an entry of the log; /roomcode shows the
+        room's code at its current entry."""
+        self.net.client("bob").session.join("#lab")
+        self.run_line("/join #lab")
+        self.net.settle()
+        self.run_line("/role bob op")
+        state = self.alice.session.logs.get("#lab").state
+        self.assertEqual(state.role(state.by_nick("bob")), "op")
+        self.run_line("/roomcode")
+        [code] = self.alice.of("room_code")
+        self.assertEqual((code["code"], code["entries"]), (state.room_code(), state.length))
 
     def test_results_are_shown(self):
         """/who and /help hand their results to the front end's show()."""

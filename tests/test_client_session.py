@@ -43,7 +43,7 @@ class ConversationTests(SynchronousTestCase):
         server for it before saying he was never given the key, and reads the
         message, even once the room has moved on to a later epoch."""
         self.say(self.alice, "first")
-        original, lost = self.bob.session._on_key, []
+        original, lost = self.bob.session.keywaits.on_key, []
 
         def lose_the_next_wrap(room, epoch, wrapper, wrap):
             if not lost:
@@ -51,9 +51,9 @@ class ConversationTests(SynchronousTestCase):
                 return None
             return original(room, epoch, wrapper, wrap)
 
-        self.bob.session._on_key = lose_the_next_wrap
+        self.bob.session.keywaits.on_key = lose_the_next_wrap
         # Nor does bob ask for it at once (his request would be lost too).
-        self.bob.session.request_key = lambda room: None
+        self.bob.session.keywaits.request = lambda room: None
         self.alice.session.rotate("#lab")
         self.net.settle()
         self.say(self.alice, "in the epoch whose wrap was lost")
@@ -69,7 +69,7 @@ class ConversationTests(SynchronousTestCase):
         not with a new epoch: one join, one rotation."""
         self.say(self.alice, "first")
         epoch = self.alice.session.rooms["#lab"].epoch
-        self.alice.session._on_wrapreq("#lab", epoch, "bob")
+        self.alice.session.rotator.answer("#lab", epoch, "bob")
         self.net.settle()
         self.assertEqual(self.alice.session.rooms["#lab"].epoch, epoch)
         self.assertIsNotNone(self.bob.session.keys.key("#lab", epoch))
@@ -82,12 +82,12 @@ class ConversationTests(SynchronousTestCase):
         our answer is no error."""
         self.say(self.alice, "first")
         carol = self.net.client("carol")
-        carol.session.request_key = lambda room: None
+        carol.session.keywaits.request = lambda room: None
         carol.session.join("#lab")
         self.net.settle()
         epoch = carol.session.rooms["#lab"].epoch
         self.assertIsNone(carol.session.keys.key("#lab", epoch))
-        carol.session._on_wrapreq("#lab", epoch, "bob")
+        carol.session.rotator.answer("#lab", epoch, "bob")
         self.net.settle()
         self.assertEqual(self.flushLoggedErrors(), [])
 

@@ -329,7 +329,7 @@ class Reception:
             return
         wait, reason = self.why_unreadable(room.name, log_, epoch)
         if wait:
-            session.request_key(room.name)
+            session.keywaits.request(room.name)
             return
         self._give_up(room, epoch, reason)
 

@@ -198,7 +198,7 @@ class Rotator:
         if state.chains() and previous is None:
             holders = set(state.holders.get(state.epoch, ())) & set(state.members)
             if holders - {me.fingerprint}:
-                session.request_key(room)
+                session.keywaits.request(room)
                 raise KeyFirst(room, state.epoch)
         recipients = self.recipients(state)
         key, signed, wraps = author.epoch(me, state, recipients, reason,

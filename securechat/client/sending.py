@@ -182,7 +182,7 @@ class Sender:
         """We want to send but hold no current key: ask for it, and where the log
         allows and nobody answers, make a new one."""
         session = self._session
-        session.request_key(room.name)
+        session.keywaits.request(room.name)
         me = session.identity.fingerprint
         info = state.current()
         holders = set(state.holders.get(state.epoch, ())) & set(state.members)

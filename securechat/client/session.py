@@ -19,8 +19,10 @@ from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 
 from securechat.client.keyring import RoomKeyring
+from securechat.client.keywait import KeyWaits
 from securechat.client.limits import ServerLimits
 from securechat.client.logclient import LogSync
+from securechat.client.membership import Membership
 from securechat.client.outbox import Outbox
 from securechat.client.peers import Peers
 from securechat.client.pins import PinStore
@@ -30,9 +32,8 @@ from securechat.client.rotation import Rotator
 from securechat.client.sending import Sender
 from securechat.client.state import ClientEvent, LocalRoom
 from securechat.client.upgrade import LegacyRooms
-from securechat.constants import KEY_STALL_SECONDS, PROTOCOL_NAME, PROTOCOL_VERSION
+from securechat.constants import PROTOCOL_NAME, PROTOCOL_VERSION
 from securechat.crypto.identity import PrivateIdentity, login_signature
-from securechat.crypto.roomkeys import RoomKeyError
 from securechat.names import fold
 from securechat.roomlog import author
 from securechat.wire import Code, WireError, b64encode
@@ -40,11 +41,20 @@ from securechat.wire.limits import AnnouncedLimits
 
 log = Logger()
 
-KEY_PENDING_TEXT = "waiting for a room key from a member"
-
 # Rooms left whose seen messages are kept, for a rejoin: the newest this many.
 LEFT_ROOMS_KEPT = 64
 
+
+
+# Lines from the server handled by a part of the session: verb to the part
+# (an attribute of the session) and its method.
+_ROUTES = {
+    "EPOCH": ("keywaits", "on_epoch"),
+    "KEY": ("keywaits", "on_key"),
+    "PENDING": ("keywaits", "on_pending"),
+    "WITHHELD": ("keywaits", "on_withheld"),
+    "WRAPREQ": ("rotator", "answer"),
+}
 
 
 class ClientSession:
@@ -83,11 +93,8 @@ class ClientSession:
         self.log_sync = LogSync(self)
         self.rotator = Rotator(self)
         self.legacy = LegacyRooms(self)
-        # Rooms the user left while offline (folded name to reason): each part
-        # is appended after the next login, before anything else, and kept
-        # (and saved) until the server has taken it.
-        self.parts_waiting: dict[str, tuple[str, str]] = {
-            fold(name): (name, reason) for name, reason in state.get("parts_waiting", [])}
+        self.keywaits = KeyWaits(self)
+        self.membership = Membership(self, state.get("parts_waiting", []))
         self.limits = ServerLimits(state.get("server_limits"))
         self.protocol = None
         self.live = False
@@ -96,11 +103,7 @@ class ClientSession:
         self._queue: list = []
         self._drain_call = None
         self._save_call = None
-        self._stall_calls: dict[str, object] = {}
         self._live_waiters: list[defer.Deferred] = []
-        # The server's last seq of rooms as we join them: a newcomer to a room
-        # whose history is not shared starts reading there.
-        self._server_last_seq: dict[str, int] = {}
 
     # -- what UIs use -------------------------------------------------------------
 
@@ -139,7 +142,7 @@ class ClientSession:
             "left_rooms": list(self._left.values()),
             **self.sender.to_saved(),
             "server_limits": self.limits.to_saved(),
-            "parts_waiting": sorted(self.parts_waiting.values()),
+            "parts_waiting": sorted(self.membership.parts_waiting.values()),
         }
 
     def save(self) -> None:
@@ -190,10 +193,7 @@ class ClientSession:
         self._drain_call = None
         self.sender.connection_lost()
         self.rotator.cancel()
-        for call in self._stall_calls.values():
-            if call.active():
-                call.cancel()
-        self._stall_calls.clear()
+        self.keywaits.connection_lost()
         for room in self.rooms.values():
             room.key_requested = False
         self.emit("disconnected", reason=reason.getErrorMessage())
@@ -271,7 +271,8 @@ class ClientSession:
         if verb == "MESSAGE":
             self.reception.on_message(live=pushed and self.live, **args)
             return
-        handler = getattr(self, "_on_" + verb.lower(), None)
+        part, method = _ROUTES.get(verb, (None, "_on_" + verb.lower()))
+        handler = getattr(getattr(self, part) if part else self, method, None)
         if handler is None:
             log.warn("no handling for server line {verb}", verb=verb)
             return
@@ -317,24 +318,8 @@ class ClientSession:
             return
         self.save()
         self.emit("connected", nick=self.nick, server=server)
-        yield self._send_waiting_parts()
+        yield self.membership.send_waiting_parts()
         yield self._sync()
-
-    @defer.inlineCallbacks
-    def _send_waiting_parts(self):
-        """The rooms left while offline, left now, before SYNC lists them again."""
-        for key, (name, reason) in list(self.parts_waiting.items()):
-            try:
-                yield self.log_sync.append(name, lambda state, r=reason: self._part_entry(
-                    state, r))
-            except WireError as error:
-                if error.code not in (Code.NOT_MEMBER, Code.NO_SUCH_ROOM):
-                    self.emit("error", code=str(error.code),
-                              message=f"could not leave {name}: {error.text}; trying again "
-                                      f"after the next reconnection")
-                    continue
-            del self.parts_waiting[key]
-            self.save()
 
     @defer.inlineCallbacks
     def _sync(self):
@@ -342,7 +327,7 @@ class ClientSession:
         positions = " ".join(f"{r.name}={r.position()}" for r in self.rooms.values())
         reply = yield self.request("SYNC", positions)
         listed = {fold(args["room"]) for verb, args in reply.lines
-                  if verb == "ROOM" and fold(args["room"]) not in self.parts_waiting}
+                  if verb == "ROOM" and fold(args["room"]) not in self.membership.parts_waiting}
         for gone in known - listed:
             self.emit("left", room=self.rooms[gone].name, how="removed while offline", by="",
                       reason="")
@@ -355,7 +340,7 @@ class ClientSession:
                           message=f"could not bring {room.name} up to date: {error.text}")
         for verb, args in reply.lines:
             if verb == "MORE":
-                yield self._catch_up(args["room"], args["after"])
+                yield self.catch_up(args["room"], args["after"])
         self.live = True
         waiters, self._live_waiters = self._live_waiters, []
         for waiter in waiters:
@@ -390,12 +375,12 @@ class ClientSession:
         self.epoch_arrived(room.name)
         if state.epoch and self.keys.key(room.name, state.epoch) is None \
                 and self.identity.fingerprint in state.members:
-            self.request_key(room.name)
+            self.keywaits.request(room.name)
         if self.rotator.needed(state):
             self.rotator.removal_seen(room.name, state, None)
 
     @defer.inlineCallbacks
-    def _catch_up(self, room: str, after: int):
+    def catch_up(self, room: str, after: int):
         """Page through a room's messages after C{after}, each page shown as it
         comes; over when a page brings nothing new (a server that repeats a
         page, or sends only lines we cannot read, cannot keep us asking)."""
@@ -411,7 +396,7 @@ class ClientSession:
 
     def _on_room(self, room, role, epoch, last_seq, flags, members, log_length, next_seq,
                  topic):
-        if fold(room) in self.parts_waiting:
+        if fold(room) in self.membership.parts_waiting:
             return
         local = self.rooms.get(fold(room))
         if local is None:
@@ -458,107 +443,6 @@ class ClientSession:
     def _on_limits(self, limits):
         """Read by the login that asked for it (L{_on_hello})."""
 
-    # -- keys ------------------------------------------------------------------
-
-    @defer.inlineCallbacks
-    def _on_epoch(self, room, epoch, rotator, record, signature):
-        """A key epoch from before the room's log: its record, signed by its
-        rotator, commits to its key (the log vouches for the ones after)."""
-        if self.keys.commitment(room, epoch) is not None:
-            return
-        identity = yield self.peers.identity_of(rotator)
-        if identity is None:
-            self.emit("verification_failed", room=room, nick=rotator,
-                      reason=f"cannot check the epoch {epoch} record: {rotator}'s key is in doubt",
-                      message=f"cannot check the epoch {epoch} record of {room}: {rotator}'s "
-                              f"key is in doubt")
-            return
-        try:
-            self.keys.add_record(room, epoch, record, signature, identity)
-        except RoomKeyError as error:
-            self.emit("verification_failed", room=room, nick=rotator, reason=str(error),
-                      message=str(error))
-            return
-        self.save()
-        self._key_usable(room)
-
-    def _on_key(self, room, epoch, wrapper, wrap):
-        if self.keys.key(room, epoch) is not None:
-            return None
-        try:
-            usable = self.keys.add_wrap(self.identity, room, epoch, wrap)
-        except RoomKeyError as error:
-            self.emit("verification_failed", room=room, nick=wrapper, reason=str(error),
-                      message=f"{wrapper}'s key for {room} is unusable: {error}")
-            return None
-        self.save()
-        if not usable:
-            # Its epoch's entry is not checked yet: the log brings it.
-            return self.log_sync.fetch(room).addErrback(self.passing_failure)
-        self.emit("key_received", room=room, epoch=epoch, by=wrapper)
-        self._key_usable(room)
-        return None
-
-    def _key_usable(self, room: str) -> None:
-        local = self.rooms.get(fold(room))
-        if local is None:
-            return
-        local.key_requested = False
-        local.key_wait_since = None
-        stall = self._stall_calls.pop(fold(room), None)
-        if stall is not None and stall.active():
-            stall.cancel()
-        self.reception.retry(local)
-        self.sender.pump()
-
-    def _on_pending(self, room, epoch):
-        local = self.rooms.get(fold(room))
-        if local is not None:
-            if local.announced_pending == epoch:
-                return
-            local.announced_pending = epoch
-        self.emit("key_pending", room=room, epoch=epoch, message=KEY_PENDING_TEXT)
-
-    def _on_withheld(self, room, epoch, by, code, text):
-        self.emit("key_withheld", room=room, epoch=epoch, by=by, code=code,
-                  message=f"{by} will not share the key of {room}: {text or code}")
-
-    def _on_wrapreq(self, room, epoch, nick):
-        return self.rotator.answer(room, epoch, nick)
-
-    def request_key(self, room_name: str) -> None:
-        """Ask the members for the current key (once per connection), and say
-        so if nobody answers for long."""
-        room = self.rooms.get(fold(room_name))
-        if room is None or room.key_requested or self.protocol is None:
-            return
-        room.key_requested = True
-        if room.key_wait_since is None:
-            room.key_wait_since = self.clock.seconds()
-        d = self.request("KEYREQ", room.name)
-        d.addErrback(self._key_request_failed, room)
-        if fold(room.name) not in self._stall_calls:
-            waited = self.clock.seconds() - room.key_wait_since
-            self._stall_calls[fold(room.name)] = self.clock.callLater(
-                max(0.0, KEY_STALL_SECONDS - waited), self._key_stalled, room)
-
-    def _key_request_failed(self, failure, room: LocalRoom) -> None:
-        room.key_requested = False
-        failure.trap(WireError, ConnectionLost)
-
-    def _key_stalled(self, room: LocalRoom) -> None:
-        self._stall_calls.pop(fold(room.name), None)
-        log_ = self.logs.get(room.name)
-        if room.key_wait_since is None or log_ is None or fold(room.name) not in self.rooms:
-            return
-        if self.keys.key(room.name, log_.state.epoch) is not None:
-            return
-        minutes = max(1, round((self.clock.seconds() - room.key_wait_since) / 60))
-        self.emit("key_stalled", room=room.name, minutes=minutes,
-                  message=f"no member has answered for {minutes} minute"
-                          f"{'s' if minutes > 1 else ''}; the server may be withholding your "
-                          f"key of {room.name}")
-
     # -- what the parts tell the session ----------------------------------------------
 
     def log_changed(self, room: str) -> None:
@@ -585,7 +469,7 @@ class ClientSession:
         local.history = state.history
         local.key_requested = False
         if self.keys.key(room, state.epoch) is not None:
-            self._key_usable(room)
+            self.keywaits.usable(room)
         else:
             self.reception.retry(local)
             self.sender.pump()
@@ -653,181 +537,36 @@ class ClientSession:
 
     # -- commands --------------------------------------------------------------------
 
-    @defer.inlineCallbacks
-    def join(self, name: str, password: str | None = None):
-        """Join (or create) a room: append our join (or its genesis) to its log.
-        In a shared-history room a newcomer reads from the beginning; otherwise
-        from the moment they joined."""
-        new = fold(name) not in self.rooms
-        extra = [password] if password else []
-        try:
-            log_ = yield self.log_sync.fetch(name)
-        except WireError as error:
-            if error.code == Code.NOT_MEMBER:
-                raise WireError(Code.INVITE_ONLY, f"{name} is invite-only: ask an op to "
-                                                  f"invite you") from None
-            if error.code != Code.NO_SUCH_ROOM:
-                raise
-            log_ = None
-        if log_ is None or not log_.length:
-            created = yield self._create(name, extra)
-            if not created:
-                log_ = yield self.log_sync.fetch(name)
-        if log_ is not None and log_.length:
-            yield self._join_log(name, extra)
-        room = self.room(name)
-        state = self.logs.get(room.name).state
-        room.history, room.epoch = state.history, max(room.epoch, state.epoch)
-        if new and room.history != "shared":
-            room.last_seq = self._server_last_seq.pop(fold(name), room.last_seq)
-        self.save()
-        self.emit("joined", room=room.name, role=state.role(self.identity.fingerprint) or "member",
-                  epoch=state.epoch, history=state.history, topic=room.topic)
-        self.epoch_arrived(room.name)
-        if state.epoch and self.keys.key(room.name, state.epoch) is None:
-            self.request_key(room.name)
-        if new and room.history == "shared":
-            # From the beginning, or from where this client was when it left.
-            yield self._catch_up(room.name, room.position())
-        return room
+    def join(self, name: str, password: str | None = None) -> defer.Deferred:
+        return self.membership.join(name, password)
 
-    @defer.inlineCallbacks
-    def _create(self, name: str, extra: list):
-        """The room, new, with our genesis; False if someone made it first."""
-        genesis = author.genesis(self.identity, name, self.nick, self.clock.seconds())
-        try:
-            reply = yield self.request("JOIN", name, "0", b64encode(genesis.data),
-                                       b64encode(genesis.signature), *extra)
-        except WireError as error:
-            if error.code in (Code.LOG_CONFLICT, Code.BAD_ENTRY):
-                return False
-            raise
-        self._note_last_seq(reply)
-        self.log_sync.take(name, genesis)
-        return True
+    def part(self, name: str, reason: str | None = None) -> defer.Deferred:
+        return self.membership.part(name, reason)
 
-    @defer.inlineCallbacks
-    def _join_log(self, name: str, extra: list):
-        me = self.identity.fingerprint
+    def invite(self, room: str, nick: str) -> defer.Deferred:
+        return self.membership.invite(room, nick)
 
-        def build(state):
-            if me in state.members and fold(name) in self.rooms:
-                return None
-            invite = next((h for h, i in state.invites.items() if i.invitee == me), b"")
-            if me in state.banned:
-                raise WireError(Code.BANNED, f"you are banned from {name}")
-            if state.invite_only and not invite and me not in state.members:
-                raise WireError(Code.INVITE_ONLY, f"{name} is invite-only: ask an op to "
-                                                  f"invite you")
-            return author.join(self.identity, state, self.nick, self.clock.seconds(), invite)
+    def kick(self, room: str, nick: str, reason: str | None = None,
+             ban: bool = False) -> defer.Deferred:
+        return self.membership.kick(room, nick, reason, ban)
 
-        log_ = self.logs.open(name)
-        if me in log_.state.members and fold(name) not in self.rooms:
-            # A member by the log whose client forgot the room: the server says so.
-            signed = build(log_.state)
-            reply = yield self.request("JOIN", name, str(signed.entry.index),
-                                       b64encode(signed.data), b64encode(signed.signature),
-                                       *extra)
-            self._note_last_seq(reply)
-            return
-        yield self.log_sync.append(name, build, "JOIN", *extra,
-                                   on_reply=self._note_last_seq)
+    def unban(self, room: str, nick: str) -> defer.Deferred:
+        return self.membership.unban(room, nick)
 
-    def _note_last_seq(self, reply) -> None:
-        for verb, args in reply.lines:
-            if verb == "ROOM":
-                self._server_last_seq[fold(args["room"])] = args["last_seq"]
-
-    def _part_entry(self, state, reason: str | None):
-        if self.identity.fingerprint not in state.members:
-            return None
-        return author.part(self.identity, state, reason or "", self.clock.seconds())
-
-    @defer.inlineCallbacks
-    def part(self, name: str, reason: str | None = None):
-        """Leave a room; while offline, the room is left here at once and the
-        part goes out after the next login, like a message."""
-        room = self.room(name)
-        if not self.live:
-            self.parts_waiting[fold(room.name)] = (room.name, reason or "")
-            self.drop_room(room.name)
-            self.emit("left", room=room.name, how="part", by="",
-                      reason="the server is told once reconnected")
-            return
-        yield self.legacy.upgrade(room)
-        yield self.log_sync.append(room.name, lambda state: self._part_entry(state, reason))
-        self.drop_room(room.name)
-
-    @defer.inlineCallbacks
-    def measure_lag(self):
-        """Seconds for a PING to come back from the server."""
-        started = self.clock.seconds()
-        yield self.request("PING")
-        return self.clock.seconds() - started
+    def set_role(self, room: str, nick: str, role: str) -> defer.Deferred:
+        return self.membership.set_role(room, nick, role)
 
     def configure(self, room: str, setting: str, value: str | None) -> defer.Deferred:
-        """Room settings: invite-only is the log's (signed by the owner); the
-        password and retention are the server's own."""
-        name = self.room(room).name
-        if setting == "invite_only":
-            wanted = value in ("on", "yes", "true", "1")
-            return self.log_sync.append(name, lambda state: None if state.invite_only == wanted
-                                        else author.policy(self.identity, state,
-                                                           self.clock.seconds(),
-                                                           invite_only=wanted))
-        return self.request("SET", name, setting, *([value] if value else []))
+        return self.membership.configure(room, setting, value)
+
+    def who(self, room: str) -> defer.Deferred:
+        return self.membership.who(room)
+
+    def room_code(self, room: str) -> str:
+        return self.membership.room_code(room)
 
     def set_topic(self, room: str, topic: str) -> defer.Deferred:
         return self.request("TOPIC", self.room(room).name, topic)
-
-    @defer.inlineCallbacks
-    def invite(self, room_name: str, nick: str):
-        room = self.room(room_name)
-        invitee = yield self.peers.identity_of(nick)
-        if invitee is None:
-            raise WireError(Code.BAD_KEY, f"{nick}'s identity is in doubt; /verify {nick} first")
-        yield self.log_sync.append(room.name, lambda state: author.invite(
-            self.identity, state, invitee, nick, self.clock.seconds()))
-
-    @defer.inlineCallbacks
-    def kick(self, room_name: str, nick: str, reason: str | None = None, ban: bool = False):
-        room = self.room(room_name)
-        state = (yield self.log_sync.fetch(room.name)).state
-        target = state.by_nick(nick)
-        if target is None and ban:
-            identity = yield self.peers.identity_of(nick)
-            target = identity.fingerprint if identity is not None else None
-        if target is None:
-            raise WireError(Code.NOT_MEMBER, f"{nick} is not a member of {room.name}")
-        yield self.log_sync.append(room.name, lambda s: None if (
-            (target in s.banned) if ban else (target not in s.members)) else author.kick(
-                self.identity, s, target, reason or "", self.clock.seconds(), ban=ban))
-
-    @defer.inlineCallbacks
-    def unban(self, room_name: str, nick: str):
-        room = self.room(room_name)
-        state = (yield self.log_sync.fetch(room.name)).state
-        target = next((fp for fp in state.banned
-                       if fold(state.names.get(fp, "")) == fold(nick)), None)
-        if target is None:
-            identity = yield self.peers.identity_of(nick)
-            target = identity.fingerprint if identity is not None else None
-        if target is None or target not in state.banned:
-            raise WireError(Code.NOT_ALLOWED, f"{nick} is not banned from {room.name}")
-        yield self.log_sync.append(room.name, lambda s: None if target not in s.banned
-                                   else author.unban(self.identity, s, target,
-                                                     self.clock.seconds()))
-
-    @defer.inlineCallbacks
-    def set_role(self, room_name: str, nick: str, role: str):
-        room = self.room(room_name)
-        state = (yield self.log_sync.fetch(room.name)).state
-        target = state.by_nick(nick)
-        if target is None:
-            raise WireError(Code.NOT_MEMBER, f"{nick} is not a member of {room.name}")
-        yield self.log_sync.append(room.name, lambda s: None if s.role(target) == role
-                                   else author.role(self.identity, s, target, role,
-                                                    self.clock.seconds()))
 
     def rotate(self, room_name: str, reason: str = "requested",
                history: str | None = None) -> defer.Deferred:
@@ -836,36 +575,11 @@ class ClientSession:
         return self.rotator.rotate(room_name, reason, history)
 
     @defer.inlineCallbacks
-    def who(self, room_name: str):
-        """The room's members by its log, with the server's word on who is online.
-        A name the server lists that the log does not is reported, not shown."""
-        room = self.room(room_name)
-        state = (yield self.log_sync.fetch(room.name)).state
-        listed = {fold(args["nick"]): args for _, args in (yield self.paged("WHO", room.name))}
-        members = [{"nick": m.nick, "role": m.role,
-                    "online": bool(listed.get(fold(m.nick), {}).get("online")),
-                    "verified": self.pins.verified(m.nick),
-                    "identity_changed": self.pins.has_change(m.nick)}
-                   for m in sorted(state.members.values(), key=lambda m: fold(m.nick))]
-        ghosts = sorted(args["nick"] for key, args in listed.items()
-                        if state.by_nick(key) is None)
-        if ghosts:
-            self.emit("warning", room=room.name,
-                      message=f"the server lists {', '.join(ghosts)} in {room.name}, but the "
-                              f"room's log has no such member: not shown, given no key")
-        return members
-
-    def room_code(self, room_name: str) -> str:
-        """The room's code, for members to compare like a safety number."""
-        room = self.room(room_name)
-        log_ = self.logs.get(room.name)
-        if log_ is None or not log_.length:
-            raise WireError(Code.NO_LOG, f"{room.name} has no signed log yet")
-        code = log_.state.room_code()
-        self.emit("room_code", room=room.name, code=code, entries=log_.length,
-                  message=f"room code of {room.name} at entry {log_.length}: {code}. Members "
-                          f"who see the same code at the same entry are shown the same room")
-        return code
+    def measure_lag(self):
+        """Seconds for a PING to come back from the server."""
+        started = self.clock.seconds()
+        yield self.request("PING")
+        return self.clock.seconds() - started
 
     @defer.inlineCallbacks
     def list_rooms(self):
