@@ -53,11 +53,11 @@ class PublicIdentityTests(SynchronousTestCase):
     def test_signature_contexts_do_not_mix(self):
         """A signature made for one purpose does not verify for another."""
         alice = identity("alice")
-        signature = alice.sign(ctx.INVITE, "#lab", "bob")
-        self.assertTrue(alice.public.verify(signature, ctx.INVITE, "#lab", "bob"))
+        signature = alice.sign(ctx.ROOM_LOG, "#lab", "bob")
+        self.assertTrue(alice.public.verify(signature, ctx.ROOM_LOG, "#lab", "bob"))
         self.assertFalse(alice.public.verify(signature, ctx.AUTH, "#lab", "bob"))
-        self.assertFalse(alice.public.verify(signature, ctx.INVITE, "#lab", "carol"))
-        self.assertFalse(identity("bob").public.verify(signature, ctx.INVITE, "#lab", "bob"))
+        self.assertFalse(alice.public.verify(signature, ctx.ROOM_LOG, "#lab", "carol"))
+        self.assertFalse(identity("bob").public.verify(signature, ctx.ROOM_LOG, "#lab", "bob"))
 
 
 class LoginTests(SynchronousTestCase):
