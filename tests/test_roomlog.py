@@ -1,6 +1,8 @@
 """Tests for securechat.roomlog: the entries' format and every rule of the
 replay, each case by itself, with no server and no sockets."""
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from securechat.roomlog import author
@@ -10,6 +12,7 @@ from securechat.roomlog.entry import (
     LogError,
     SignedEntry,
     b64,
+    keys_body,
     make,
 )
 from securechat.roomlog.state import RoomState, replay
@@ -18,6 +21,27 @@ from tests.identities import identity
 
 ROOM = "#lab"
 NOW = 1000
+
+# Each kind's fields, for entries whose values are anything at all.
+FIELDS = {
+    "genesis": ["nick", "keys", "role", "invite_only", "history", "legacy_epoch", "upgrade"],
+    "admit": ["nick", "keys", "role"], "join": ["nick", "keys", "invite"],
+    "invite": ["invitee", "nick"], "part": ["reason"], "kick": ["target", "reason"],
+    "ban": ["target", "reason"], "unban": ["target"], "role": ["target", "role"],
+    "policy": ["invite_only", "history"],
+    "epoch": ["epoch", "key_id", "recipients", "prev_box", "restart", "reason"],
+    "share": ["epoch", "recipient"], "rekey": ["old", "nick", "keys"],
+}
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=6)
+
+
+# Values of the right shape, so that some entries get as far as each rule.
+_PLAUSIBLE = [b64(identity("alice").fingerprint), b64(identity("bob").fingerprint),
+              sorted([b64(identity("alice").fingerprint), b64(identity("bob").fingerprint)]),
+              keys_body(identity("carol").public), "op", "owner", "member", "shared", "joined",
+              "carol", 1, 2, b64(b"k" * 16)]
 
 
 class Room:
@@ -304,3 +328,21 @@ class MalformedTests(SynchronousTestCase):
         signed = make(identity("alice"), ROOM, 1, room.state.head, "part", NOW, reason="",
                       extra=1)
         room.refused(self, signed, "fields other than")
+
+    @settings(max_examples=300, deadline=None)
+    @given(kind=st.sampled_from(sorted(FIELDS)), data=st.data())
+    def test_any_values_are_refused_not_a_crash(self, kind, data):
+        """An entry with the right fields but values of any JSON type (a member
+        signing nonsense) is taken or refused with LogError, never a crash."""
+        room = Room()
+        room.join("bob")
+        room.add(author.epoch(identity("alice"), room.state,
+                              [identity("alice").public, identity("bob").public], "r", NOW)[1])
+        body = {name: data.draw(_JSON | st.sampled_from(_PLAUSIBLE)) for name in FIELDS[kind]}
+        signer = identity(data.draw(st.sampled_from(["alice", "bob"])))
+        state = RoomState(room=ROOM) if kind == "genesis" else room.state
+        signed = make(signer, ROOM, state.length, state.head, kind, NOW, **body)
+        try:
+            state.copy().apply(signed)
+        except LogError:
+            pass

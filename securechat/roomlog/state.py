@@ -145,7 +145,12 @@ class RoomState:
         if rule is None or (entry.kind == GENESIS) != (entry.index == 0):
             raise LogError(f"entry {entry.index} cannot be a {entry.kind}")
         check, effect = rule
-        check(self, entry)
+        try:
+            check(self, entry)
+        except (TypeError, ValueError, KeyError, AttributeError):
+            # A value of the wrong type that a rule did not expect: an entry
+            # a member signed badly, never a reason to fail the reader.
+            raise LogError(f"entry {entry.index} ({entry.kind}) is malformed") from None
         if entry.kind != ADMIT and entry.kind != GENESIS:
             self.admitting = False
         effect(self, entry)
@@ -532,7 +537,8 @@ def _check_epoch(state, entry):
     if type(number) is not int or number != max(state.epoch, state.legacy_epoch) + 1:
         raise LogError(f"entry {entry.index}: epoch {number} is not the next one")
     recipients = body["recipients"]
-    if not isinstance(recipients, list) or recipients != sorted(set(recipients)):
+    if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients) \
+            or recipients != sorted(set(recipients)):
         raise LogError(f"entry {entry.index}: recipients must be a sorted list")
     fingerprints = {unb64(r) for r in recipients}
     if entry.author not in fingerprints or not fingerprints <= set(state.members):
@@ -566,7 +572,7 @@ def _apply_epoch(state, entry):
 def _check_share(state, entry):
     _body(entry, "epoch", "recipient")
     number, recipient = entry.body["epoch"], _fingerprint(entry, "recipient")
-    if not state.shareable(number) or not state.holds(entry.author, number):
+    if type(number) is not int or not state.shareable(number) or not state.holds(entry.author, number):
         raise LogError(f"entry {entry.index}: epoch {number}'s key cannot be handed on here, "
                        f"or not by its author")
     if recipient not in state.members or state.holds(recipient, number):
