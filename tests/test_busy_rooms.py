@@ -127,3 +127,20 @@ class BusyRoomTests(SynchronousTestCase):
         self.assertEqual(ben.texts()[-1], ("ana", "welcome back"))
         self.assertNotIn(("ana", "while ben is away"), ben.texts())
         self.assertEqual(ben.of("gap"), [])
+
+    def test_a_room_deleted_and_made_again_is_a_new_room(self):
+        """A room its owner deleted, made again under the same name, is a new room
+        to its former members: they join it, and read it, as any newcomer."""
+        ana, ben = self.net.members("ana", "ben")
+        self.say(ana, "old room")
+        ana.session.request("DELETE", "#lab")
+        self.net.settle()
+        self.assertEqual([e["room"] for e in ben.of("room_deleted")], ["#lab"])
+        ben.session.join("#lab")
+        self.net.settle()
+        ana.session.join("#lab")
+        self.net.settle()
+        self.say(ana, "new room")
+        self.assertIn(("ana", "new room"), ben.texts())
+        self.assertEqual(ben.of("room_forked"), [])
+

@@ -72,3 +72,15 @@ class KeyringTests(SynchronousTestCase):
         restored = RoomKeyring(keyring.to_dict())
         self.assertEqual(restored.key("#lab", 1), key)
         self.assertEqual(restored.commitment("#lab", 1).key_id, record.key_id)
+
+    def test_a_long_shared_chain_unlocks_without_recursion(self):
+        """The newest key of a shared room unlocks an epoch 1,500 epochs back."""
+        from cryptography.fernet import Fernet
+
+        keyring, keys = RoomKeyring(), [new_room_key() for _ in range(1501)]
+        for number, key in enumerate(keys, 1):
+            box = Fernet(key).encrypt(keys[number - 2]) if number > 1 else b""
+            keyring.commit(Commitment("#lab", number, key_id(key, "#lab", number), box))
+        keyring.add_own_key("#lab", 1501, keys[-1])
+        self.assertEqual(keyring.key("#lab", 1), keys[0])
+

@@ -67,6 +67,9 @@ class Room:
     def fp(self, name) -> bytes:
         return identity(name).fingerprint
 
+    def role(self, by, name, role):
+        return self.add(author.role(identity(by), self.state, self.fp(name), role, NOW))
+
     def epoch(self, by, names, previous_key=None, reason="test"):
         key, signed, wraps = author.epoch(identity(by), self.state,
                                           [identity(n).public for n in names], reason, NOW,
@@ -227,8 +230,37 @@ class EpochTests(SynchronousTestCase):
                                        [identity("alice").public, identity("bob").public],
                                        "x", NOW)
         room.refused(self, unchained, "no member holds the previous key")
-        room.epoch("bob", ["alice", "bob"], previous_key=first)
+        _, borrowed, _ = author.epoch(identity("bob"), room.state,
+                                      [identity("alice").public, identity("bob").public],
+                                      "x", NOW, first)
+        room.refused(self, borrowed, "its author was never given")
+        room.epoch("alice", ["alice", "bob"], previous_key=first)
         self.assertTrue(room.state.epochs[2].prev_box)
+
+    def test_the_only_holder_who_lost_the_key_may_restart(self):
+        """A member who alone holds a shared room's key and lost it (a state from a
+        backup) may restart shared history; nobody else's key is cut off."""
+        room = Room(history="shared")
+        room.join("bob")
+        room.epoch("alice", ["alice"])
+        _, restart, _ = author.epoch(identity("alice"), room.state,
+                                     [identity("alice").public, identity("bob").public], "x", NOW)
+        room.add(restart)
+        self.assertTrue(room.state.epochs[2].restart)
+
+    def test_a_new_key_starts_as_a_plain_member(self):
+        """A rekey (an operator reset, or anyone claiming the nick) gives the new key
+        no role: the owner's nick with a new key owns nothing, its invites are void,
+        and ownership passes on as if the owner had left."""
+        room = Room()
+        room.join("bob")
+        room.role("alice", "bob", "op")
+        room.invite("alice", "carol")
+        room.add(author.rekey(identity("mallory"), room.state, identity("alice").fingerprint,
+                              "alice", NOW))
+        self.assertEqual(room.state.role(identity("mallory").fingerprint), "member")
+        self.assertEqual(room.state.role(identity("bob").fingerprint), "owner")
+        self.assertEqual(room.state.invites, {})
 
     def test_key_from_before_sharing_is_never_handed_on(self):
         """Switching a room to shared history is a boundary: the key from before it
@@ -295,6 +327,26 @@ class UpgradeTests(SynchronousTestCase):
         key, signed, _ = author.epoch(identity("bob"), upgraded, [identity("bob").public],
                                       "x", NOW)
         self.assertEqual(signed.entry.body["epoch"], 8)
+
+
+class UpgradeOwnerTests(SynchronousTestCase):
+    def test_an_ops_upgrade_keeps_one_owner(self):
+        """An op who moves a room to a log is not made owner while its members are
+        admitted: the owner admitted after it stays the one owner."""
+        state = RoomState(room=ROOM)
+        genesis = author.genesis(identity("bob"), ROOM, "bob", NOW, role="op", legacy_epoch=3,
+                                 upgrade=True)
+        state.apply(genesis)
+        state.apply(author.admit(identity("bob"), state, "alice", identity("alice").public,
+                                 "owner", NOW))
+        state.apply(author.part(identity("alice"), state, "", NOW))
+        self.assertEqual(state.role(identity("bob").fingerprint), "owner")
+        state = RoomState(room=ROOM)
+        state.apply(genesis)
+        state.apply(author.admit(identity("bob"), state, "alice", identity("alice").public,
+                                 "owner", NOW))
+        self.assertEqual({m.nick: m.role for m in state.members.values()},
+                         {"alice": "owner", "bob": "op"})
 
 
 class PersistenceTests(SynchronousTestCase):

@@ -137,21 +137,34 @@ class RoomKeyring:
         self._keys[(fold(room), epoch)] = key
 
     def key(self, room: str, epoch: int) -> bytes | None:
-        """The key of an epoch, unlocking it from a later one in shared rooms."""
+        """The key of an epoch, unlocking it from a later one in shared rooms:
+        from the nearest later key held, back along the chain, one epoch at a
+        time (however long the chain, no recursion)."""
         found = self._keys.get((fold(room), epoch))
         if found is not None:
             return found
-        later = self.commitment(room, epoch + 1)
-        if later is None or not later.prev_box:
-            return None
-        newer = self.key(room, epoch + 1)
-        if newer is None:
-            return None
-        try:
-            key = later.previous_key(newer)
-            if self.commitment(room, epoch) is not None:
-                self.commitment(room, epoch).check(key)
-        except RoomKeyError:
-            return None
-        self._keys[(fold(room), epoch)] = key
+        newer = epoch + 1
+        while (fold(room), newer) not in self._keys:
+            later = self.commitment(room, newer)
+            if later is None or not later.prev_box:
+                return None
+            newer += 1
+        key = self._keys[(fold(room), newer)]
+        for number in range(newer, epoch, -1):
+            try:
+                key = self.commitment(room, number).previous_key(key)
+                if self.commitment(room, number - 1) is not None:
+                    self.commitment(room, number - 1).check(key)
+            except RoomKeyError:
+                return None
+            self._keys[(fold(room), number - 1)] = key
         return key
+
+    def forget_room(self, room: str) -> None:
+        """A room deleted: its keys and commitments go (a room of that name made
+        later is another room, with epochs of its own)."""
+        for place in [p for p in (*self._keys, *self._commitments, *self._unchecked)
+                      if p[0] == fold(room)]:
+            self._keys.pop(place, None)
+            self._commitments.pop(place, None)
+            self._unchecked.pop(place, None)

@@ -253,6 +253,9 @@ class Reception:
                         f"{message.sender} saw {position.length} entries of {room}'s log; the "
                         f"server gives you {log_.length}: it may be withholding the log")
             if fits == "fork":
+                # The sender signed that head: two logs exist, and nothing more is sent.
+                if log_.forked is None:
+                    log_.forked = position.length - 1
                 session.room_forked(room, f"{message.sender}'s message names a log of {room} "
                                           f"that is not yours: the server is showing members "
                                           f"different rooms")

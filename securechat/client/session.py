@@ -434,8 +434,13 @@ class ClientSession:
         self.emit("invited", room=room, by=by)
 
     def _on_deleted(self, room, by):
+        """A room deleted by its owner: a room of that name made later is a new
+        room, whose log is trusted anew on first use (as any room's is)."""
         self.emit("room_deleted", room=room, by=by)
         self.drop_room(fold(room))
+        self.logs.forget(room)
+        self.keys.forget_room(room)
+        self.save()
 
     def _on_more(self, room, after):
         """Handled by the sync that asked; nothing to do as an event."""

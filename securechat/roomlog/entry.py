@@ -104,7 +104,7 @@ class LogEntry:
             entry = cls(fields["room"], fields["index"], unb64(fields["prev"]), fields["kind"],
                         unb64(fields["author"]), fields["time"], fields["body"])
             version = fields["v"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise LogError("malformed log entry") from None
         if (version != LOG_VERSION or type(entry.index) is not int or entry.index < 0
                 or type(entry.time) is not int or not isinstance(entry.room, str)

@@ -151,8 +151,10 @@ class RoomState:
             # A value of the wrong type that a rule did not expect: an entry
             # a member signed badly, never a reason to fail the reader.
             raise LogError(f"entry {entry.index} ({entry.kind}) is malformed") from None
-        if entry.kind != ADMIT and entry.kind != GENESIS:
+        if entry.kind != ADMIT and entry.kind != GENESIS and self.admitting:
+            # The upgrade's members are all in: now the room may need an owner.
             self.admitting = False
+            self._ensure_owner()
         effect(self, entry)
         self.length += 1
         self.head = entry.hash()
@@ -302,7 +304,12 @@ class RoomState:
     def _remove(self, fingerprint: bytes, index: int) -> None:
         self.members.pop(fingerprint, None)
         self.removals.append((index, fingerprint))
+        self._drop_invites_by(fingerprint)
         self._ensure_owner()
+
+    def _drop_invites_by(self, fingerprint: bytes) -> None:
+        """An op who leaves, or is no longer an op, vouches for nobody any more."""
+        self.invites = {h: i for h, i in self.invites.items() if i.by != fingerprint}
 
     def _ensure_owner(self) -> None:
         """The owner left: the first op, else the first member, owns the room."""
@@ -381,8 +388,11 @@ def _apply_genesis(state, entry):
     state.boundary = 0 if body["history"] == "shared" else None
     state.legacy_epoch = body["legacy_epoch"]
     if body["upgrade"]:
+        # The owner may be among the members admitted next: nobody is made
+        # owner until they all are.
         state.upgrade_author, state.admitting = entry.author, True
-    state._ensure_owner()
+    else:
+        state._ensure_owner()
 
 
 def _check_admit(state, entry):
@@ -394,6 +404,8 @@ def _check_admit(state, entry):
                        f"room already had, right after it")
     if identity.fingerprint in state.members or entry.body["role"] not in ROLES:
         raise LogError(f"entry {entry.index}: {nick} cannot be admitted")
+    if entry.body["role"] == "owner" and any(m.role == "owner" for m in state.members.values()):
+        raise LogError(f"entry {entry.index}: a room has one owner")
     _nick_free(state, entry, nick)
 
 
@@ -508,9 +520,12 @@ def _check_role(state, entry):
 
 
 def _apply_role(state, entry):
+    target = unb64(entry.body["target"])
     if entry.body["role"] == "owner":
         state.members[entry.author].role = "op"
-    state.members[unb64(entry.body["target"])].role = entry.body["role"]
+    state.members[target].role = entry.body["role"]
+    if entry.body["role"] == "member":
+        state._drop_invites_by(target)
 
 
 def _check_policy(state, entry):
@@ -548,13 +563,17 @@ def _check_epoch(state, entry):
         raise LogError(f"entry {entry.index}: malformed epoch")
     chained, restart = bool(unb64(body["prev_box"])), body["restart"]
     if state.chains():
+        # The author may have lost the key itself (a state restored from a
+        # backup): only someone else still holding it rules a restart out.
         previous_holders = set(state.holders.get(state.epoch, ())) & set(state.members)
-        if restart and previous_holders:
+        if restart and previous_holders - {entry.author}:
             raise LogError(f"entry {entry.index}: shared history may restart only when no "
                            f"member holds the previous key")
         if not restart and not chained:
             raise LogError(f"entry {entry.index}: a shared room's epoch must carry the key "
                            f"before it")
+        if chained and not state.holds(entry.author, state.epoch):
+            raise LogError(f"entry {entry.index}: carries a key its author was never given")
     elif chained or restart:
         raise LogError(f"entry {entry.index}: only a shared room's epoch after its boundary "
                        f"carries the key before it")
@@ -595,13 +614,18 @@ def _check_rekey(state, entry):
 
 
 def _apply_rekey(state, entry):
+    """The new key is a plain member from here on: anyone (the server too) can
+    make a key and claim a nick, so it inherits no role, and no ownership by
+    succession; the owner and ops give roles again to whom they recognise."""
     old = unb64(entry.body["old"])
     member = state.members[old]
-    state._add_member(entry.author, identity_of(entry.body["keys"]), member.nick, member.role,
-                      member.since)
+    state._add_member(entry.author, identity_of(entry.body["keys"]), member.nick, "member",
+                      entry.index)
     state.replaced[old] = entry.author
     del state.members[old]
     state.removals.append((entry.index, old))
+    state._drop_invites_by(old)
+    state._ensure_owner()
 
 
 _RULES = {
