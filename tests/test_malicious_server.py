@@ -288,12 +288,22 @@ class IdentityAttackTests(AttackTestCase):
         before_key = [e for e in erin.of("undecryptable")
                       if "before this key existed" in e["message"]]
         self.assertEqual(len(before_key), 1)
+        # Left out on purpose, erin asks for the key and is told why; she makes none.
+        erin.session.send_text("#lab", "it's me, new keys")
+        self.net.settle()
+        self.net.clock.advance(10)
+        self.net.settle()
+        self.assertIn("identity_changed", {e["code"] for e in erin.of("key_withheld")})
+        self.assertFalse([e for e in self.log(alice).state.epochs.values()
+                          if e.author == identity("erin-new").fingerprint])
         alice.session.accept("erin")
+        bob.session.accept("erin")
         self.net.settle()
         self.net.clock.advance(10)
         self.net.settle()
         self.say(alice, "welcome back erin")
         self.assertIn(("alice", "welcome back erin"), erin.texts())
+        self.assertIn(("erin", "it's me, new keys"), alice.texts())
 
     def test_old_safety_number(self):
         """After erin's key changed, /verify erin shows the new safety number beside

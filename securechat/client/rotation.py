@@ -75,7 +75,14 @@ class Rotator:
         if not session.peers.accepted(nick, made_by):
             return f"the current key was made by a key of {nick} you have not accepted"
         if not state.shareable(state.epoch):
-            lacking = sorted(state.members[fp].nick for fp in self.lacking(state))
+            me = session.identity.fingerprint
+            lacking = sorted(state.members[fp].nick for fp in self.lacking(state) if fp != me)
+            if me in self.lacking(state) and state.current().index < session.member_since(state):
+                # A newcomer who wants to send makes the key that includes them;
+                # one left out of a key made since they joined was left out on
+                # purpose (their key not accepted), and asks instead.
+                return "a key that includes me" if not lacking else \
+                    f"a key that includes me and {', '.join(lacking)}"
             if lacking:
                 return f"{', '.join(lacking)} {'has' if len(lacking) == 1 else 'have'} no key"
         return None
