@@ -314,3 +314,9 @@ KEY_STALL_SECONDS = 180.0
 # Client: the hashes of each room's newest log entries kept, so that a
 # message naming its sender's log head that far back is still recognised.
 HASHES_KEPT = 4096
+
+# Room logs: who held each epoch's key is kept for this many epochs before
+# the current one (the removal warnings look that far back); older ones are
+# forgotten, but a client's own holdings, so memory and the saved state do
+# not grow with every rotation times every member.
+HOLDERS_KEPT_EPOCHS = 64

@@ -2,8 +2,11 @@
 makes on real client sessions (tests.maliciousserver), named after it, and
 checks that the clients refuse it or show it to their users."""
 
+import os
+
 from twisted.trial.unittest import SynchronousTestCase
 
+from securechat.crypto.envelope import LogPosition, MessageHeader, seal
 from securechat.crypto.identity import format_safety_number, safety_number
 from securechat.roomlog import author
 from securechat.roomlog.entry import EPOCH, JOIN
@@ -89,6 +92,28 @@ class MembershipAttackTests(AttackTestCase):
         self.assertTrue(all(epoch > old for epoch in self.epochs_sent(bob)[1:]))
         self.assertNotIn(("bob", "for alice only"), carol.texts())
         self.assertTrue(bob.of("warning") or bob.of("error"))
+
+    def test_message_under_a_removed_members_key(self):
+        """After carol's kick the server delivers a message sealed under the key
+        she still holds (bob's, sent before bob saw the kick): alice sees it with
+        a warning naming bob and carol."""
+        alice, bob, carol = self.room("alice", "bob", "carol")
+        log = self.log(bob)
+        epoch, at = log.state.epoch, LogPosition(log.length, log.state.head)
+        key = bob.session.keys.key("#lab", epoch)
+        alice.session.kick("#lab", "carol")
+        self.net.settle()
+        message_id = os.urandom(16)
+        token, signature = seal(key, identity("bob"), MessageHeader("#lab", epoch, 9, message_id),
+                                "carol can read this", 1, at)
+        self.net.of("alice").push(line(
+            "MESSAGE", "#lab", "50", "bob", str(epoch), "9", b64encode(message_id),
+            b64encode(token), b64encode(signature), "0"))
+        self.net.settle()
+        self.assertIn(("bob", "carol can read this"), alice.texts())
+        [warning] = alice.of("warning")
+        self.assertIn("bob sent this under a key carol still holds", warning["message"])
+        self.assertIn("had not seen carol leave", warning["message"])
 
     def test_readmission(self):
         """After a kick the server lists carol as a member again. The log says she

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from securechat.constants import HOLDERS_KEPT_EPOCHS
 from securechat.roomlog import author
 from securechat.roomlog.entry import (
     MAX_ROOM_MEMBERS,
@@ -210,6 +211,32 @@ class EpochTests(SynchronousTestCase):
         self.assertEqual(room.state.stale_holders(), {room.fp("bob")})
         room.epoch("alice", ["alice"])
         self.assertEqual(room.state.stale_holders(), set())
+
+    def test_who_held_long_past_epochs_is_forgotten_but_ones_own(self):
+        """Holders of epochs more than HOLDERS_KEPT_EPOCHS back are forgotten,
+        but for the fingerprints kept; the current epoch's are whole."""
+        room = Room()
+        room.join("bob")
+        for _ in range(HOLDERS_KEPT_EPOCHS + 3):
+            room.epoch("alice", ["alice", "bob"])
+        room.state.forget_holders(frozenset({room.fp("bob")}))
+        self.assertEqual(room.state.holders[1], {room.fp("bob")})
+        self.assertEqual(room.state.holders[room.state.epoch], {room.fp("alice"), room.fp("bob")})
+        room.state.forget_holders()
+        self.assertNotIn(1, room.state.holders)
+        self.assertIn(room.state.epoch - HOLDERS_KEPT_EPOCHS, room.state.holders)
+
+    def test_removals_after_an_entry(self):
+        """The removals after an entry are those with a later index, in order."""
+        room = Room()
+        for name in ("bob", "carol", "dave"):
+            room.join(name)
+        mark = room.state.length
+        room.add(author.part(identity("bob"), room.state, "", NOW))
+        room.add(author.part(identity("carol"), room.state, "", NOW))
+        self.assertEqual(room.state.removed_after(mark - 1),
+                         [(mark, room.fp("bob")), (mark + 1, room.fp("carol"))])
+        self.assertEqual(room.state.removed_after(mark), [(mark + 1, room.fp("carol"))])
 
     def test_epoch_by_a_member_who_left_stays_valid(self):
         """An epoch made by a member is valid for good, after they leave too (class A)."""

@@ -118,7 +118,6 @@ class LogSync:
         session = self._session
         if log_.forked is not None:
             return False
-        before = log_.state.copy()
         try:
             signed = SignedEntry.decode(data, signature)
             new = log_.extend(index, signed)
@@ -131,14 +130,16 @@ class LogSync:
                                            f"which breaks the room's rules ({error.reason})")
             return False
         if new:
+            if signed.entry.kind == EPOCH:
+                log_.state.forget_holders(frozenset({session.identity.fingerprint}))
             session.log_changed(log_.name)
-            self._react(log_, before, signed)
+            self._react(log_, signed)
             session.save()
         return new
 
     # -- what an entry means -------------------------------------------------------
 
-    def _react(self, log_: RoomLog, before, signed: SignedEntry) -> None:
+    def _react(self, log_: RoomLog, signed: SignedEntry) -> None:
         """Tell the user what a new entry changed, and act on it."""
         session, entry, state = self._session, signed.entry, log_.state
         room = session.rooms.get(fold(log_.name))
@@ -166,7 +167,7 @@ class LogSync:
             else:
                 session.member_removed(name, log_.state, None)
         elif entry.kind in _HOW:
-            self._removal(log_, before, entry, name, by)
+            self._removal(log_, entry, name, by)
         elif entry.kind == INVITE:
             session.emit("notice", room=name, message=f"{by} invited {entry.body['nick']}")
         elif entry.kind == ROLE:
@@ -179,13 +180,13 @@ class LogSync:
         elif entry.kind == SHARE and unb64(entry.body["recipient"]) == me:
             session.epoch_arrived(name)
 
-    def _removal(self, log_: RoomLog, before, entry, name: str, by: str) -> None:
-        session = self._session
+    def _removal(self, log_: RoomLog, entry, name: str, by: str) -> None:
+        session, state = self._session, log_.state
         target = entry.author if entry.kind == PART else unb64(entry.body["target"])
-        if target not in before.members:
-            return
+        if not state.removals or state.removals[-1] != (entry.index, target):
+            return  # a ban of someone who was not a member
         how, reason = _HOW[entry.kind], entry.body.get("reason", "")
-        nick = before.members[target].nick
+        nick = state.names[target]
         if target == session.identity.fingerprint:
             session.emit("left", room=name, how=how, by="" if how == "part" else by,
                          reason=reason)

@@ -205,20 +205,20 @@ class Reception:
         verdict = Verdict()
         state = log_.state
         header = MessageHeader(room, message.epoch, message.seq, message.message_id)
-        candidates = yield self._keys_of(room, log_, message.sender, message.epoch)
-        if not candidates:
-            verdict.kind = "verification_failed"
-            verdict.reason = (f"the room's log has no member {message.sender}: the server made "
-                              f"it up or put it under another name")
-            return verdict
-        for identity in candidates:
-            try:
-                verify_signature(identity, header, message.token, message.signature)
-            except EnvelopeError:
-                continue
-            verdict.sender = identity
-            break
+        current = state.by_nick(message.sender)
+        if current is not None and _signed_by(state.keys[current], header, message):
+            verdict.sender = state.keys[current]
         else:
+            # A departed member, a key since replaced, a log not fetched yet: look wider.
+            candidates = yield self._keys_of(room, log_, message.sender, message.epoch)
+            if not candidates:
+                verdict.kind = "verification_failed"
+                verdict.reason = (f"the room's log has no member {message.sender}: the server "
+                                  f"made it up or put it under another name")
+                return verdict
+            verdict.sender = next((identity for identity in candidates
+                                   if _signed_by(identity, header, message)), None)
+        if verdict.sender is None:
             verdict.kind, verdict.reason = "verification_failed", "signature does not verify"
             return verdict
         sender = verdict.sender
@@ -294,9 +294,8 @@ class Reception:
             return []
         warnings = []
         holders = state.holders.get(message.epoch, ())
-        for index, gone in state.removals:
-            if index <= info.index or index >= message.log_seen \
-                    or gone not in holders:
+        for index, gone in state.removed_after(info.index):
+            if index >= message.log_seen or gone not in holders:
                 continue
             name = state.names.get(gone, "a former member")
             knew = position is not None and position.length > index
@@ -547,6 +546,14 @@ class Reception:
                     row["warnings"] = verdict.warnings
             shown.append(row)
         return shown
+
+
+def _signed_by(identity, header: MessageHeader, message) -> bool:
+    try:
+        verify_signature(identity, header, message.token, message.signature)
+    except EnvelopeError:
+        return False
+    return True
 
 
 def _add_holes(state: dict, start: int, stop: int) -> None:

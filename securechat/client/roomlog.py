@@ -38,6 +38,9 @@ class RoomLog:
         self._hashes: list[bytes] = hashes or []
         # The index at which the server contradicted this log, if it did.
         self.forked = forked
+        # What to_dict made, kept until the log changes: the client's state is
+        # saved after every message, and a room's log seldom changes.
+        self._saved: tuple | None = None
 
     @property
     def length(self) -> int:
@@ -87,8 +90,14 @@ class RoomLog:
         return "same" if known == head else "fork"
 
     def to_dict(self, identities: dict) -> dict:
-        return {"state": self.state.to_dict(identities),
-                "hashes": [b64(h) for h in self._hashes], "forked": self.forked}
+        version = (self.length, self.forked)
+        if self._saved is None or self._saved[0] != version:
+            own: dict = {}
+            saved = {"state": self.state.to_dict(own), "hashes": [b64(h) for h in self._hashes],
+                     "forked": self.forked}
+            self._saved = (version, saved, own)
+        identities.update(self._saved[2])
+        return self._saved[1]
 
     @classmethod
     def from_dict(cls, name: str, data: dict, identities: dict) -> "RoomLog":
@@ -115,9 +124,6 @@ class RoomLogs:
 
     def forget(self, room: str) -> None:
         self._logs.pop(fold(room), None)
-
-    def __iter__(self):
-        return iter(list(self._logs.values()))
 
     def to_dict(self) -> dict:
         identities: dict = {}

@@ -30,9 +30,11 @@ When the owner leaves, the first op (else the first member) is owner, by the
 order they became members: derived, so nobody signs it.
 """
 
+import bisect
 import hashlib
 from dataclasses import dataclass, field
 
+from securechat.constants import HOLDERS_KEPT_EPOCHS
 from securechat.crypto import transcript as ctx
 from securechat.crypto.identity import PublicIdentity
 from securechat.names import fold, is_nick
@@ -63,6 +65,9 @@ from securechat.roomlog.entry import (
 
 RANKS = {"member": 0, "op": 1, "owner": 2}
 
+# Sorts after every fingerprint, to find a log index among (index, fingerprint) pairs.
+_AFTER_ANY_KEY = b"\xff" * 33
+
 # Longest reason a part, kick or ban may give (as the server's reasons).
 MAX_REASON = 200
 
@@ -88,7 +93,6 @@ class Epoch:
     number: int
     index: int
     author: bytes
-    recipients: frozenset
     key_id: bytes
     prev_box: bytes
     restart: bool
@@ -101,7 +105,8 @@ class RoomState:
     @ivar keys: every identity that was ever a member, by fingerprint: the
         senders of old messages stay checkable after they leave.
     @ivar names: the last nick each of those identities had.
-    @ivar holders: per epoch, who was given its key (recipients and shares).
+    @ivar holders: per epoch, who was given its key (its recipients, and shares);
+        for epochs long past, only what L{forget_holders} was asked to keep.
     @ivar removals: (index, fingerprint) of every removal, in order.
     """
 
@@ -193,6 +198,18 @@ class RoomState:
     def holds(self, fingerprint: bytes, epoch: int) -> bool:
         return fingerprint in self.holders.get(epoch, ())
 
+    def forget_holders(self, keep: frozenset = frozenset()) -> None:
+        """Forget who held epochs more than HOLDERS_KEPT_EPOCHS before the
+        current one, but for the fingerprints in C{keep} (a client's own). No
+        rule looks at them (only the current epoch's holders count), and kept
+        whole they would grow with every rotation times every member."""
+        for number in [n for n in self.holders if n < self.epoch - HOLDERS_KEPT_EPOCHS]:
+            held = self.holders[number] & keep
+            if held:
+                self.holders[number] = held
+            else:
+                del self.holders[number]
+
     def stale_holders(self) -> set:
         """Holders of the current key who are no longer members (removed, or a key
         replaced): nobody may encrypt under it any more."""
@@ -203,8 +220,9 @@ class RoomState:
         return set(self.members) - set(self.holders.get(self.epoch, ()))
 
     def removed_after(self, index: int) -> list:
-        """The (index, fingerprint) removals made after entry C{index}."""
-        return [(i, fp) for i, fp in self.removals if i > index]
+        """The (index, fingerprint) removals made after entry C{index} (found by
+        bisection: they are in log order, and this is asked for each message)."""
+        return self.removals[bisect.bisect_right(self.removals, (index, _AFTER_ANY_KEY)):]
 
     def in_shared_segment(self, info: Epoch) -> bool:
         """Whether an epoch was made since the room last began sharing its history
@@ -259,8 +277,8 @@ class RoomState:
                         for h, i in self.invites.items()],
             "invite_only": self.invite_only, "history": self.history,
             "boundary": self.boundary, "legacy_epoch": self.legacy_epoch,
-            "epochs": [[e.number, e.index, b64(e.author), sorted(b64(r) for r in e.recipients),
-                        b64(e.key_id), b64(e.prev_box), e.restart] for e in self.epochs.values()],
+            "epochs": [[e.number, e.index, b64(e.author), b64(e.key_id), b64(e.prev_box),
+                        e.restart] for e in self.epochs.values()],
             "holders": {str(n): sorted(b64(fp) for fp in h) for n, h in self.holders.items()},
             "removals": [[i, b64(fp)] for i, fp in self.removals],
             "replaced": {b64(old): b64(new) for old, new in self.replaced.items()},
@@ -283,9 +301,8 @@ class RoomState:
             {unb64(h): Invite(unb64(i), nick, unb64(by), index)
              for h, i, nick, by, index in data["invites"]},
             data["invite_only"], data["history"], data["boundary"], data["legacy_epoch"],
-            {n: Epoch(n, index, unb64(a), frozenset(unb64(r) for r in rs), unb64(k), unb64(p),
-                      restart)
-             for n, index, a, rs, k, p, restart in data["epochs"]},
+            {n: Epoch(n, index, unb64(a), unb64(k), unb64(p), restart)
+             for n, index, a, k, p, restart in data["epochs"]},
             {int(n): {unb64(fp) for fp in h} for n, h in data["holders"].items()},
             [(i, unb64(fp)) for i, fp in data["removals"]],
             {unb64(old): unb64(new) for old, new in data["replaced"].items()},
@@ -581,11 +598,10 @@ def _check_epoch(state, entry):
 
 def _apply_epoch(state, entry):
     body = entry.body
-    recipients = frozenset(unb64(r) for r in body["recipients"])
-    state.epochs[body["epoch"]] = Epoch(body["epoch"], entry.index, entry.author, recipients,
+    state.epochs[body["epoch"]] = Epoch(body["epoch"], entry.index, entry.author,
                                         unb64(body["key_id"]), unb64(body["prev_box"]),
                                         body["restart"])
-    state.holders[body["epoch"]] = set(recipients)
+    state.holders[body["epoch"]] = {unb64(r) for r in body["recipients"]}
 
 
 def _check_share(state, entry):

@@ -72,6 +72,7 @@ class RoomLogs:
         state = RoomState(room=room.name)
         for data, signature in room.log:
             state.apply(SignedEntry.decode(data, signature), verify=False)
+        state.forget_holders()
         room.state, room.log = state, None
 
     def may_read(self, room: RoomRow, user: UserRow) -> bool:
@@ -279,6 +280,8 @@ class RoomLogs:
             after.apply(signed)
         except LogError as error:
             raise WireError(Code.BAD_ENTRY, error.reason) from None
+        if signed.entry.kind == EPOCH:
+            after.forget_holders()
         effects = epoch_effects or LogEffects()
         members, bans = self.mirror(room, after)
         before_members = dict(room.members)
